@@ -1,0 +1,134 @@
+"""Argument and compatibility checks shared by the public objects.
+
+Every check raises a `ValueError` or `TypeError` whose message says what
+was expected, what was received and, where it is not obvious, how to fix it.
+"""
+
+import math
+import numbers
+
+import keras
+from keras import tree
+
+
+def check_number(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Expected `{name}` to be a number. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if math.isnan(value):
+        raise ValueError(f"Expected `{name}` to be a number. Received: nan")
+
+
+def check_positive(value, name):
+    check_number(value, name)
+    if value <= 0:
+        raise ValueError(f"Expected {name} > 0. Received: {name}={value}")
+
+
+def check_non_negative(value, name):
+    check_number(value, name)
+    if value < 0:
+        raise ValueError(f"Expected {name} >= 0. Received: {name}={value}")
+
+
+def check_unit_interval(value, name):
+    check_number(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"Expected {name} in [0, 1]. Received: {name}={value}"
+        )
+
+
+def check_choice(value, choices, name):
+    if value not in choices:
+        raise ValueError(
+            f"Expected `{name}` to be one of {sorted(choices)}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def check_model(model, role):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Expected the {role} to be a `keras.Model`. Received: "
+            f"{role}={model!r} of type {type(model).__name__}. Wrap layers "
+            "or functions in `keras.Model(inputs, outputs)`."
+        )
+
+
+def check_same_structure(first, second, context):
+    try:
+        tree.assert_same_structure(first, second)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{context}: expected the teacher and the student outputs to "
+            f"have the same structure. Received: teacher="
+            f"{tree.map_structure(_describe, first)}, student="
+            f"{tree.map_structure(_describe, second)}."
+        ) from error
+
+
+def check_same_last_dim(teacher_outputs, student_outputs, what, context):
+    for teacher, student in zip(
+        tree.flatten(teacher_outputs), tree.flatten(student_outputs)
+    ):
+        _compare_last_dim(teacher.shape, student.shape, what, context)
+
+
+def check_model_outputs_comparable(teacher, student, what, context):
+    """Compares the symbolic output shapes when both models have them."""
+    teacher_outputs = symbolic_outputs(teacher)
+    student_outputs = symbolic_outputs(student)
+    if teacher_outputs is None or student_outputs is None:
+        return
+    if len(teacher_outputs) != len(student_outputs):
+        raise ValueError(
+            f"{context}: expected the teacher and the student to have the "
+            f"same number of outputs. Received: teacher has "
+            f"{len(teacher_outputs)}, student has {len(student_outputs)}."
+        )
+    for t, s in zip(teacher_outputs, student_outputs):
+        _compare_last_dim(t.shape, s.shape, what, context)
+
+
+def check_outputs_are_logits(model, role):
+    """Refuses a model that ends with a softmax when logits are expected."""
+    for output in symbolic_outputs(model) or []:
+        layer = output._keras_history.operation
+        activation = getattr(layer, "activation", None)
+        if isinstance(layer, keras.layers.Softmax) or (
+            activation is keras.activations.softmax
+        ):
+            raise ValueError(
+                f"Expected the {role}'s outputs to be logits, but its layer "
+                f"'{layer.name}' applies a softmax, so they are "
+                "probabilities. Pass `from_logits=False` to "
+                "LogitsDistillation, or remove the softmax from the model."
+            )
+
+
+def _compare_last_dim(teacher_shape, student_shape, what, context):
+    t, s = teacher_shape[-1:] or (1,), student_shape[-1:] or (1,)
+    if t[0] is not None and s[0] is not None and t[0] != s[0]:
+        raise ValueError(
+            f"{context}: expected the teacher and the student to predict "
+            f"the same number of {what}. Received: teacher output shape "
+            f"{tuple(teacher_shape)}, student output shape "
+            f"{tuple(student_shape)}. Give the student the teacher's output "
+            "size, or compare intermediate features with "
+            "FeatureDistillation instead."
+        )
+
+
+def symbolic_outputs(model):
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return list(outputs) if outputs else None
+
+
+def _describe(x):
+    return getattr(x, "shape", x)

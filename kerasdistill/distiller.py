@@ -346,9 +346,21 @@ class Distiller(keras.Model):
         return scale_loss_for_distribution(value)
 
     def _metrics_logs(self, x, y, y_pred, sample_weight):
-        if y is None:
-            return self.get_metrics_result()
+        if y is None:  # Label metrics are not built without labels.
+            trackers = (self._loss_tracker, self.distillation_loss_tracker)
+            return {tracker.name: tracker.result() for tracker in trackers}
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_metrics_result(self):
+        """The metrics' results, leaving out label metrics never built
+        (training on inputs without labels)."""
+        results = {}
+        for metric in self.metrics:
+            if metric is self._compile_metrics and not metric.built:
+                continue
+            result = metric.result()
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
 
     def _schedulable_values(self):
         values = {"alpha": self._student_loss_weight.value}

@@ -114,6 +114,7 @@ def _sum_over_outputs(per_output_fn, spec, teacher, student, y_true=None):
     `spec` is either one value used for every output, or a structure that
     matches the outputs, with `None` to skip an output.
     """
+    spec = _untracked(spec)
     if tree.is_nested(spec):
         checks.check_same_structure(spec, teacher, "the `loss` structure")
         specs = tree.flatten(spec)
@@ -127,6 +128,16 @@ def _sum_over_outputs(per_output_fn, spec, teacher, student, y_true=None):
         if s is not None
     ]
     return values[0] if len(values) == 1 else ops.sum(ops.stack(values), 0)
+
+
+def _untracked(spec):
+    """Turns the lists and dicts that a Layer wraps for tracking back into
+    plain ones, so that their structure compares with the outputs'."""
+    if isinstance(spec, dict):
+        return {key: _untracked(value) for key, value in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_untracked(value) for value in spec]
+    return spec
 
 
 def _flat_specs(spec):

@@ -1,0 +1,5 @@
+import sys
+
+from kerasdistill.cli import main
+
+sys.exit(main())

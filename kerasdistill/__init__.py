@@ -11,20 +11,28 @@ distiller.fit(x, y, epochs=10)
 ```
 """
 
+from kerasdistill import callbacks
 from kerasdistill import losses
+from kerasdistill import recipes
+from kerasdistill import schedules
 from kerasdistill.distiller import Distiller
 from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
 from kerasdistill.losses import RegressionDistillation
+from kerasdistill.weighting import DifficultyWeighted
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DifficultyWeighted",
     "Distiller",
     "DistillationLoss",
     "FeatureDistillation",
     "LogitsDistillation",
     "RegressionDistillation",
+    "callbacks",
     "losses",
+    "recipes",
+    "schedules",
 ]

@@ -261,7 +261,7 @@ class Distiller(keras.Model):
             student_taps = self._run("student", x, training=training)
             y_pred = student_taps[0]
         distillation_loss = self._distillation_loss(
-            teacher_taps, student_taps, y, sample_weight
+            teacher_taps, student_taps, y, sample_weight, training
         )
         if y is None:
             total = distillation_loss
@@ -316,7 +316,9 @@ class Distiller(keras.Model):
             return ops.zeros((), dtype="float32")
         return ops.cast(self._compile_loss(y, y_pred, sample_weight), "float32")
 
-    def _distillation_loss(self, teacher_taps, student_taps, y, sample_weight):
+    def _distillation_loss(
+        self, teacher_taps, student_taps, y, sample_weight, training
+    ):
         total = ops.zeros((), dtype="float32")
         for loss, weight in zip(
             self.distillation_losses, self._distillation_loss_weights
@@ -326,14 +328,15 @@ class Distiller(keras.Model):
             if hasattr(loss, "validate_outputs"):
                 loss.validate_outputs(teacher, student)
             total = total + weight * self._one_loss(
-                loss, teacher, student, y, sample_weight
+                loss, teacher, student, y, sample_weight, training
             )
         return total
 
-    def _one_loss(self, loss, teacher, student, y, sample_weight):
+    def _one_loss(self, loss, teacher, student, y, sample_weight, training):
         if isinstance(loss, losses.DistillationLoss):
             return loss.compute_loss(
-                teacher, student, sample_weight=sample_weight, y_true=y
+                teacher, student, sample_weight=sample_weight, y_true=y,
+                training=training,
             )
         if sample_weight is not None:
             raise ValueError(

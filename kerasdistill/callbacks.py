@@ -1,0 +1,366 @@
+"""Callbacks that drive a `Distiller`'s alpha, temperatures and loss weights
+by a schedule during `fit()`.
+
+Each callback is thin, like `keras.callbacks.LearningRateScheduler`: at the
+start of every epoch (or of every batch, with `update_freq="batch"`) it
+evaluates its schedule at the current step, checks the value, assigns it to
+a non-trainable variable of the `Distiller`, and writes it into `logs` so
+that `History`, `CSVLogger` and `TensorBoard` record it. Because the
+variables are read inside the compiled train function, a new value takes
+effect at once, with `jit_compile=True` too, without tracing it again.
+
+The step is counted from the start of training, not of the current `fit()`
+call: the epoch index Keras passes (which `initial_epoch` and
+`keras.callbacks.BackupAndRestore` set), or `epoch * steps_per_epoch +
+batch` per batch. A resumed run therefore gets the values an uninterrupted
+run would have had.
+
+With `steps_per_execution = k > 1`, Keras runs `k` batches per call of the
+compiled function and calls `on_train_batch_begin` once per call, so a
+per-batch schedule is evaluated at the first batch of each group of `k`
+(steps `0, k, 2k, ...` of the epoch) and holds for the group.
+
+Put `CSVLogger` or `TensorBoard` after these callbacks in the `callbacks`
+list: Keras passes one `logs` dict along the list, so a logger placed before
+a scheduler does not see the value the scheduler writes. (`alpha` and the
+temperature are also logged by the `Distiller` itself; the loss weights
+only by `LossWeightScheduler`.)
+"""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+from keras.src.utils import io_utils
+
+from kerasdistill import checks
+from kerasdistill import schedules
+from kerasdistill.distiller import Distiller
+
+_UPDATE_FREQS = ("epoch", "batch")
+
+
+class ScheduleCallback(keras.callbacks.Callback):
+    """Base class: assigns a `Distiller` variable from a schedule.
+
+    Subclasses implement `_resolve(distiller)`, returning the variable to
+    drive and the name to log it under, and set `expected` (a phrase
+    describing the valid values) and `_is_valid(value)`.
+
+    Args:
+        schedule: A `kerasdistill.schedules.Schedule`, any callable
+            `step -> number`, or a number (a constant).
+        update_freq: `"epoch"` (the step is the epoch index) or `"batch"`
+            (the step is the batch index counted from the start of
+            training).
+        verbose: 0: quiet; 1: print each value set at the start of an epoch.
+    """
+
+    # on_train_batch_end only writes a value computed from the step into
+    # the batch logs, so Keras may run it on its callback thread.
+    async_safe = True
+    expected = "a finite number"
+
+    def __init__(self, schedule, update_freq="epoch", verbose=0):
+        super().__init__()
+        checks.check_choice(update_freq, _UPDATE_FREQS, "update_freq")
+        self.schedule = schedules.get(schedule)
+        self.update_freq = update_freq
+        self.verbose = verbose
+        self.log_name = None
+        self._variable = None
+        self._steps_per_epoch = None
+        self._epoch = 0
+        self._current = None
+
+    def _resolve(self, distiller):
+        raise NotImplementedError
+
+    def _is_valid(self, value):
+        return True
+
+    def on_train_begin(self, logs=None):
+        if not isinstance(self.model, Distiller):
+            raise TypeError(
+                f"{type(self).__name__} drives the variables of a "
+                "kerasdistill.Distiller. Received a model of type "
+                f"{type(self.model).__name__}. Pass the callback to "
+                "`Distiller.fit()`."
+            )
+        self._variable, self.log_name = self._resolve(self.model)
+        self._steps_per_epoch = (self.params or {}).get("steps")
+        if self.update_freq == "batch" and not self._steps_per_epoch:
+            raise ValueError(
+                f"{type(self).__name__}(update_freq='batch') counts steps "
+                "from the start of training, so it needs the number of "
+                "batches per epoch, which Keras does not know for this data "
+                "(a dataset of unknown length). Pass `steps_per_epoch` to "
+                "fit(), give the dataset a known length (dataset.apply("
+                "tf.data.experimental.assert_cardinality(n))), or use "
+                "update_freq='epoch'."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self.update_freq == "epoch":
+            self._assign(epoch, epoch, batch=None)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.update_freq == "batch":
+            self._assign(self._batch_step(batch), self._epoch, batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is None:
+            return
+        if self.update_freq == "epoch":
+            logs[self.log_name] = self._current
+        else:
+            # Keras reports the last batch of the group of
+            # `steps_per_execution` batches; the value was set at its first.
+            first = batch - getattr(self.model, "steps_per_execution", 1) + 1
+            logs[self.log_name] = self._value(self._batch_step(first))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.log_name] = float(
+                keras.ops.convert_to_numpy(self._variable)
+            )
+
+    def get_config(self):
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "update_freq": self.update_freq,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(
+            config["schedule"]
+        )
+        return cls(**config)
+
+    def _batch_step(self, batch):
+        return self._epoch * self._steps_per_epoch + batch
+
+    def _value(self, step):
+        return _as_float(self.schedule(step))
+
+    def _assign(self, step, epoch, batch):
+        where = f"in epoch {epoch + 1} (epoch index {epoch}, step {step})"
+        raw = self.schedule(step)
+        try:
+            value = _as_float(raw)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{type(self).__name__}: the schedule returned {raw!r} "
+                f"{where}. Expected a number. Make the schedule return a "
+                "float."
+            ) from error
+        if not math.isfinite(value) or not self._is_valid(value):
+            raise ValueError(
+                f"{type(self).__name__}: the schedule gave "
+                f"{self.log_name}={value} {where}. Expected {self.expected}. "
+                "Change the schedule so that it stays in range (for example "
+                "bound an ExponentialDecay with `end=`)."
+            )
+        self._variable.assign(value)
+        self._current = value
+        if self.verbose > 0 and batch in (None, 0):
+            io_utils.print_msg(
+                f"\nEpoch {epoch + 1}: {type(self).__name__} setting "
+                f"{self.log_name} to {value}."
+            )
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class AlphaScheduler(ScheduleCallback):
+    """Sets `alpha` (`distiller.student_loss_weight`) by a schedule.
+
+    `alpha` weighs the student's own loss against the distillation term:
+    `alpha * student_loss + (1 - alpha) * distillation`. A falling alpha
+    (for example 0.9 -> 0.3) learns from the labels first and from the
+    teacher later; a rising one does the reverse. The value is logged as
+    `alpha`.
+
+    Args:
+        schedule: A schedule, a callable `step -> alpha`, or a number.
+        update_freq: `"epoch"` or `"batch"`.
+        verbose: 0 or 1.
+
+    Example:
+
+    ```python
+    callback = kerasdistill.callbacks.AlphaScheduler(
+        kerasdistill.schedules.Linear(0.9, 0.3, steps=9)
+    )
+    distiller.fit(x, y, epochs=10, callbacks=[callback])
+    ```
+    """
+
+    expected = "alpha in [0, 1]"
+
+    def _resolve(self, distiller):
+        return distiller.student_loss_weight, "alpha"
+
+    def _is_valid(self, value):
+        return 0.0 <= value <= 1.0
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class TemperatureScheduler(ScheduleCallback):
+    """Sets the temperature of a distillation loss by a schedule.
+
+    The value is logged under the key the `Distiller` uses: `temperature`
+    when one loss has a temperature, else `<loss name>_temperature`.
+
+    Args:
+        schedule: A schedule, a callable `step -> temperature`, or a number.
+        loss: The distillation loss whose temperature to set: its index in
+            `distiller.distillation_losses` or its name. Defaults to the only
+            loss with a temperature.
+        update_freq: `"epoch"` or `"batch"`.
+        verbose: 0 or 1.
+
+    Example:
+
+    ```python
+    # progressive temperature: T = 10, halved each epoch, floor 1
+    callback = kerasdistill.callbacks.TemperatureScheduler(
+        kerasdistill.schedules.ExponentialDecay(10.0, 0.5, end=1.0)
+    )
+    ```
+    """
+
+    expected = "a temperature > 0"
+
+    def __init__(self, schedule, loss=None, update_freq="epoch", verbose=0):
+        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
+        if loss is not None:
+            _check_loss_selector(loss)
+        self.loss = loss
+
+    def _resolve(self, distiller):
+        with_temperature = [
+            loss for loss in distiller.distillation_losses if _has_temperature(loss)
+        ]
+        if self.loss is None:
+            if len(with_temperature) != 1:
+                raise ValueError(
+                    "TemperatureScheduler: expected exactly one distillation "
+                    "loss with a temperature when `loss` is not given. "
+                    f"Received {len(with_temperature)}: "
+                    f"{[loss.name for loss in with_temperature]}. Pass "
+                    "`loss=` (an index or a name)."
+                )
+            loss = with_temperature[0]
+        else:
+            loss = _find_loss(distiller, self.loss, "TemperatureScheduler")
+            if not _has_temperature(loss):
+                raise ValueError(
+                    f"TemperatureScheduler: the distillation loss {self.loss!r} "
+                    f"({type(loss).__name__}) has no temperature variable. "
+                    "Choose one of "
+                    f"{[loss.name for loss in with_temperature]}."
+                )
+        name = (
+            "temperature"
+            if len(with_temperature) == 1
+            else f"{loss.name}_temperature"
+        )
+        return loss.temperature, name
+
+    def _is_valid(self, value):
+        return value > 0.0
+
+    def get_config(self):
+        return {**super().get_config(), "loss": self.loss}
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class LossWeightScheduler(ScheduleCallback):
+    """Sets the weight of one distillation loss by a schedule.
+
+    The weight is `w_i` in `sum_i(w_i * distillation_loss_i)`; the value is
+    logged as `distillation_loss_weight_<i>` (the variable's name), a key
+    that does not depend on the losses' generated names.
+
+    Args:
+        schedule: A schedule, a callable `step -> weight`, or a number.
+        loss: The distillation loss: its index in
+            `distiller.distillation_losses` or its name. Defaults to 0.
+        update_freq: `"epoch"` or `"batch"`.
+        verbose: 0 or 1.
+
+    Example:
+
+    ```python
+    # DKD's warm-up of the distillation weight over 20 epochs
+    callback = kerasdistill.callbacks.LossWeightScheduler(
+        kerasdistill.schedules.WarmupHold(1.0, 19, start=0.05), loss=0
+    )
+    ```
+    """
+
+    expected = "a loss weight >= 0"
+
+    def __init__(self, schedule, loss=0, update_freq="epoch", verbose=0):
+        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
+        _check_loss_selector(loss)
+        self.loss = loss
+
+    def _resolve(self, distiller):
+        loss = _find_loss(distiller, self.loss, "LossWeightScheduler")
+        index = distiller.distillation_losses.index(loss)
+        return (
+            distiller.distillation_loss_weights[index],
+            f"distillation_loss_weight_{index}",
+        )
+
+    def _is_valid(self, value):
+        return value >= 0.0
+
+    def get_config(self):
+        return {**super().get_config(), "loss": self.loss}
+
+
+def _has_temperature(loss):
+    return isinstance(getattr(loss, "temperature", None), keras.Variable)
+
+
+def _check_loss_selector(loss):
+    if isinstance(loss, bool) or not isinstance(loss, (numbers.Integral, str)):
+        raise TypeError(
+            "Expected `loss` to be the index (int) or the name (str) of a "
+            f"distillation loss. Received: loss={loss!r} of type "
+            f"{type(loss).__name__}"
+        )
+
+
+def _find_loss(distiller, selector, owner):
+    found = distiller.distillation_losses
+    names = [getattr(loss, "name", None) for loss in found]
+    if isinstance(selector, str):
+        if selector not in names:
+            raise ValueError(
+                f"{owner}: no distillation loss is named {selector!r}. "
+                f"Received losses named {names}."
+            )
+        return found[names.index(selector)]
+    if not -len(found) <= selector < len(found):
+        raise ValueError(
+            f"{owner}: expected a loss index in [0, {len(found) - 1}]. "
+            f"Received: loss={selector} for {len(found)} losses {names}."
+        )
+    return found[selector]
+
+
+def _as_float(value):
+    if isinstance(value, (bool, str)) or value is None:
+        raise TypeError(f"not a number: {value!r}")
+    array = np.asarray(keras.ops.convert_to_numpy(value))
+    if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"not a scalar number: {value!r}")
+    return float(array.reshape(()))

@@ -1,0 +1,133 @@
+"""Ready-made schedules for the recipes users ask for most, each returned
+as a configured callback to pass to `Distiller.fit(callbacks=[...])`."""
+
+from kerasdistill import callbacks
+from kerasdistill import checks
+from kerasdistill import schedules
+
+
+def progressive_temperature(start=10.0, factor=0.5, floor=1.0, loss=None, verbose=0):
+    """Temperature `start`, multiplied by `factor` each epoch, down to `floor`.
+
+    The defaults give T = 10, 5, 2.5, 1.25, 1, 1, ...: very soft targets
+    first (the teacher's dark knowledge, the relations between classes),
+    sharper ones later.
+
+    Args:
+        start: The temperature of the first epoch, > 0.
+        factor: The factor per epoch, in (0, 1].
+        floor: The lowest temperature, > 0.
+        loss: Index or name of the loss whose temperature to set; defaults
+            to the only loss with a temperature.
+        verbose: 0 or 1.
+
+    Returns:
+        A `kerasdistill.callbacks.TemperatureScheduler`.
+
+    Example:
+
+    ```python
+    distiller.fit(
+        x, y, epochs=10,
+        callbacks=[kerasdistill.recipes.progressive_temperature()],
+    )
+    ```
+    """
+    checks.check_positive(start, "start")
+    checks.check_positive(floor, "floor")
+    checks.check_positive(factor, "factor")
+    if factor > 1:
+        raise ValueError(
+            f"Expected factor in (0, 1] so that the temperature falls. "
+            f"Received: factor={factor}"
+        )
+    return callbacks.TemperatureScheduler(
+        schedules.ExponentialDecay(start, factor, end=floor),
+        loss=loss,
+        verbose=verbose,
+    )
+
+
+def alpha_ramp(epochs, start=0.9, end=0.3, verbose=0):
+    """`alpha` moves linearly from `start` at the first epoch to `end` at
+    the last.
+
+    `alpha` weighs the labels: the default 0.9 -> 0.3 learns from the labels
+    first and from the teacher later; `alpha_ramp(epochs, 0.3, 0.9)` does the
+    reverse (imitate the teacher first, then fit the labels).
+
+    Args:
+        epochs: Number of epochs of the run (the value reaches `end` at
+            epoch index `epochs - 1`).
+        start: alpha of the first epoch, in [0, 1].
+        end: alpha of the last epoch, in [0, 1].
+        verbose: 0 or 1.
+
+    Returns:
+        A `kerasdistill.callbacks.AlphaScheduler`.
+
+    Example:
+
+    ```python
+    distiller.fit(
+        x, y, epochs=20, callbacks=[kerasdistill.recipes.alpha_ramp(20)]
+    )
+    ```
+    """
+    _check_epochs(epochs, "epochs")
+    checks.check_unit_interval(start, "start")
+    checks.check_unit_interval(end, "end")
+    return callbacks.AlphaScheduler(
+        schedules.Linear(start, end, steps=max(epochs - 1, 1)),
+        verbose=verbose,
+    )
+
+
+def dkd_warmup(warmup_epochs=20, weight=1.0, loss=0, verbose=0):
+    """DKD's warm-up: the distillation weight is `weight * min(e / W, 1)` in
+    the `e`-th epoch (1-based), `W = warmup_epochs`.
+
+    Decoupled Knowledge Distillation ramps its loss up linearly over the
+    first 20 epochs (`min(epoch / warmup, 1.0)` in the authors' code, where
+    epochs count from 1), so that the student does not chase the teacher
+    before it has learned anything from the labels. With Keras's 0-based
+    epoch index `i` the weight is `weight * min((i + 1) / W, 1)`.
+
+    Args:
+        warmup_epochs: `W`, an integer >= 1.
+        weight: The weight after the warm-up, >= 0.
+        loss: Index or name of the distillation loss. Defaults to 0.
+        verbose: 0 or 1.
+
+    Returns:
+        A `kerasdistill.callbacks.LossWeightScheduler`.
+
+    Example:
+
+    ```python
+    distiller.fit(
+        x, y, epochs=100, callbacks=[kerasdistill.recipes.dkd_warmup(20)]
+    )
+    ```
+
+    Reference:
+        Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022
+        (https://arxiv.org/abs/2203.08679); warm-up as in the official code,
+        megvii-research/mdistiller, `mdistiller/distillers/DKD.py`.
+    """
+    _check_epochs(warmup_epochs, "warmup_epochs")
+    checks.check_non_negative(weight, "weight")
+    return callbacks.LossWeightScheduler(
+        schedules.WarmupHold(
+            weight, warmup_epochs - 1, start=weight / warmup_epochs
+        ),
+        loss=loss,
+        verbose=verbose,
+    )
+
+
+def _check_epochs(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Expected {name} to be an integer >= 1. Received: {name}={value!r}"
+        )

@@ -17,6 +17,8 @@ from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
 from kerasdistill.losses import RegressionDistillation
+from kerasdistill.report import format_report
+from kerasdistill.report import report
 
 __version__ = "0.1.0"
 
@@ -26,5 +28,7 @@ __all__ = [
     "FeatureDistillation",
     "LogitsDistillation",
     "RegressionDistillation",
+    "format_report",
     "losses",
+    "report",
 ]

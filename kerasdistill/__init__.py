@@ -20,6 +20,8 @@ from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
 from kerasdistill.losses import RegressionDistillation
+from kerasdistill.reporting import format_report
+from kerasdistill.reporting import report
 from kerasdistill.weighting import DifficultyWeighted
 
 __version__ = "0.1.0"
@@ -32,7 +34,9 @@ __all__ = [
     "LogitsDistillation",
     "RegressionDistillation",
     "callbacks",
+    "format_report",
     "losses",
     "recipes",
+    "report",
     "schedules",
 ]

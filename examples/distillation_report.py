@@ -59,11 +59,8 @@ def main(folder):
         student_loss_weight=0.9,
     )
     compiled(distiller)
-    anneal_alpha = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: setattr(
-            distiller, "student_loss_weight",
-            float(np.interp(epoch, [0, EPOCHS - 1], [0.9, 0.1])),
-        )
+    anneal_alpha = kerasdistill.callbacks.AlphaScheduler(
+        kerasdistill.schedules.Linear(0.9, 0.1, steps=EPOCHS - 1)
     )
     history = distiller.fit(
         x_train, y_train, epochs=EPOCHS, batch_size=64, verbose=0,

@@ -14,7 +14,6 @@ from sklearn.metrics import mean_squared_error
 
 import kerasdistill as kd
 from kerasdistill import plots
-
 from kerasdistill import reporting as report_module
 
 EPOCHS = 4

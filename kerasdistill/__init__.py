@@ -12,6 +12,7 @@ distiller.fit(x, y, epochs=10)
 """
 
 from kerasdistill import losses
+from kerasdistill import tfds_data
 from kerasdistill.distiller import Distiller
 from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
@@ -27,4 +28,5 @@ __all__ = [
     "LogitsDistillation",
     "RegressionDistillation",
     "losses",
+    "tfds_data",
 ]

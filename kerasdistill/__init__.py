@@ -15,6 +15,7 @@ from kerasdistill import callbacks
 from kerasdistill import losses
 from kerasdistill import recipes
 from kerasdistill import schedules
+from kerasdistill import tfds_data
 from kerasdistill.distiller import Distiller
 from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
@@ -39,4 +40,5 @@ __all__ = [
     "recipes",
     "report",
     "schedules",
+    "tfds_data",
 ]

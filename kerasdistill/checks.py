@@ -122,6 +122,29 @@ def _compare_last_dim(teacher_shape, student_shape, what, context):
         )
 
 
+def check_dict_inputs(x, model, role):
+    """Refuses a dict of inputs that lacks a key for one of `model`'s
+    inputs, such as the feature dicts of a tensorflow_datasets split."""
+    if not isinstance(x, dict):
+        return
+    try:
+        structure, inputs = model.input, model.inputs
+    except (AttributeError, ValueError):
+        return
+    if isinstance(structure, dict) or not inputs:
+        return
+    names = [tensor.name for tensor in inputs]
+    if any(name not in x for name in names):
+        raise ValueError(
+            f"Expected the inputs to be tensors, or a dict with the {role}'s "
+            f"input names {names} as keys. Received a dict with keys "
+            f"{sorted(x)}, such as the feature dicts of a tensorflow_datasets "
+            "split. Map it to (inputs, labels) tuples, e.g. "
+            "dataset.map(lambda f: (f['image'], f['label'])), load the split "
+            "with as_supervised=True, or use kerasdistill.tfds_data.prepare."
+        )
+
+
 def symbolic_outputs(model):
     try:
         outputs = model.outputs

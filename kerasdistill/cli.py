@@ -13,9 +13,26 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="distill a small MLP from a large one on scikit-learn's digits",
+        help="distill a small MLP from a large one on scikit-learn's digits "
+        "(or from a CNN on a tensorflow-datasets image data set)",
     )
-    demo.add_argument("--epochs", type=int, default=60)
+    demo.add_argument(
+        "--dataset", default=None,
+        help="a TFDS image classification data set (mnist, cifar10, "
+        "fashion_mnist, ...) instead of the bundled digits",
+    )
+    demo.add_argument(
+        "--data-dir", default=None,
+        help="TFDS data folder (default: TFDS's, ~/tensorflow_datasets)",
+    )
+    demo.add_argument(
+        "--download", action="store_true",
+        help="download the TFDS data set when it is not on disk",
+    )
+    demo.add_argument(
+        "--epochs", type=int, default=None,
+        help="student epochs (default: 60 on digits, 5 with --dataset)",
+    )
     demo.add_argument("--labeled-fraction", type=float, default=0.2)
     demo.add_argument("--temperature", type=float, default=4.0)
     demo.add_argument("--seed", type=int, default=0)
@@ -33,13 +50,36 @@ def main(argv=None):
             "Expected --labeled-fraction in (0, 1]. "
             f"Received: {args.labeled_fraction}"
         )
+    if args.dataset is None and (args.data_dir or args.download):
+        sys.exit(
+            "--data-dir and --download apply to a TFDS data set: add "
+            "--dataset NAME."
+        )
+    data = None if args.dataset is None else _tfds_data(args)
+    if args.epochs is None:
+        args.epochs = 60 if data is None else 5
     results = demo.run_demo(
         epochs=args.epochs,
-        labeled_fraction=args.labeled_fraction,
+        labeled_fraction=args.labeled_fraction if data is None else None,
         temperature=args.temperature,
         seed=args.seed,
         verbose=args.verbose,
+        data=data,
     )
     print()
     print(demo.format_table(results))
     return 0
+
+
+def _tfds_data(args):
+    """The demo's arrays from a TFDS data set; exits with the reason when
+    it cannot be loaded (not on disk, unknown name, no tensorflow-datasets)."""
+    from kerasdistill import tfds_data
+
+    try:
+        return tfds_data.labeled_split(
+            args.dataset, args.labeled_fraction, seed=args.seed,
+            data_dir=args.data_dir, download=args.download,
+        )
+    except (FileNotFoundError, ImportError, ValueError) as error:
+        sys.exit(str(error))

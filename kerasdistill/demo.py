@@ -1,5 +1,6 @@
 """The demo: distill a small MLP from a large one on scikit-learn's bundled
-digits, and compare it with the same MLP trained on labels alone.
+digits (or from a small CNN on a TFDS image data set), and compare it with
+the same MLP trained on labels alone.
 
 The setting is the one where distillation pays: the teacher was trained on
 every label, the student's owner has labels for only a fraction of the
@@ -22,7 +23,7 @@ def digits_split(labeled_fraction=0.2, seed=0):
 
     Returns:
         A dict with `x_train`, `y_train`, `x_labeled`, `y_labeled`, `x_test`,
-        `y_test` (float32 inputs in [0, 1], int labels).
+        `y_test` (float32 inputs in [0, 1], int labels) and `classes` (10).
 
     Example:
 
@@ -39,7 +40,7 @@ def digits_split(labeled_fraction=0.2, seed=0):
     return {
         "x_train": x_train, "y_train": y_train,
         "x_labeled": x_train[:labeled], "y_labeled": y_train[:labeled],
-        "x_test": x_test, "y_test": y_test,
+        "x_test": x_test, "y_test": y_test, "classes": 10,
     }
 
 
@@ -64,18 +65,59 @@ def mlp(hidden_widths, name, dropout=0.0, features=64, classes=10):
     return keras.Model(inputs, outputs, name=name)
 
 
+def image_classifier(
+    input_shape, classes, name, conv_filters=(), dense_widths=(16,), dropout=0.0
+):
+    """Conv blocks, then a ReLU MLP on the flattened features, then logits.
+
+    Each conv block is a 3x3 ReLU convolution `{name}_conv{i}` and a 2x2
+    max-pooling; the dense layers are `{name}_dense{i}`, the outputs
+    `{name}_logits`. With no `conv_filters` it is an MLP on the pixels.
+
+    Example:
+
+    ```python
+    teacher = kerasdistill.demo.image_classifier(
+        (28, 28, 1), 10, "teacher", conv_filters=(32, 64), dense_widths=(128,)
+    )
+    ```
+    """
+    inputs = keras.Input(tuple(input_shape), name=f"{name}_input")
+    hidden = inputs
+    for i, filters in enumerate(conv_filters):
+        hidden = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", name=f"{name}_conv{i}"
+        )(hidden)
+        hidden = keras.layers.MaxPooling2D(name=f"{name}_pool{i}")(hidden)
+    hidden = keras.layers.Flatten(name=f"{name}_flatten")(hidden)
+    for i, width in enumerate(dense_widths):
+        hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_dense{i}")(
+            hidden
+        )
+        if dropout:
+            hidden = keras.layers.Dropout(dropout, name=f"{name}_dropout{i}")(hidden)
+    outputs = keras.layers.Dense(classes, name=f"{name}_logits")(hidden)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def run_demo(
-    epochs=60, labeled_fraction=0.2, temperature=4.0, seed=0, verbose=2
+    epochs=60, labeled_fraction=None, temperature=4.0, seed=0, verbose=2,
+    data=None,
 ):
     """Trains a teacher, a label-only student and a distilled student.
 
     Args:
         epochs: Epochs of each student (the teacher trains for 2/3 of it).
-        labeled_fraction: Fraction of the training split the student's
-            owner has labels for.
+        labeled_fraction: Fraction of the digits training split the
+            student's owner has labels for. Defaults to 0.2. With `data`,
+            give the fraction to its loader instead.
         temperature: Temperature of the distillation.
         seed: Random seed (data split and weights).
         verbose: Keras `fit` verbosity (0, 1 or 2).
+        data: The data, a dict as `digits_split` or
+            `kerasdistill.tfds_data.labeled_split` returns. Flat inputs get
+            MLPs; images get a small CNN teacher and an MLP student on the
+            pixels. Defaults to scikit-learn's digits.
 
     Returns:
         A dict: `rows` (one per model: name, params, test accuracy), the
@@ -89,16 +131,25 @@ def run_demo(
     print(kerasdistill.demo.format_table(results))
     ```
     """
+    if data is None:
+        labeled_fraction = 0.2 if labeled_fraction is None else labeled_fraction
+        data = digits_split(labeled_fraction, seed)
+    elif labeled_fraction is not None:
+        raise ValueError(
+            "Expected labeled_fraction=None when `data` is given, whose "
+            f"labeled subset is already drawn. Received: labeled_fraction="
+            f"{labeled_fraction}. Give the fraction to the loader, e.g. "
+            "kerasdistill.tfds_data.labeled_split(name, labeled_fraction)."
+        )
     keras.utils.set_random_seed(seed)
-    data = digits_split(labeled_fraction, seed)
-    teacher = mlp([256, 256], name="teacher", dropout=0.3)
+    teacher = _network(data, "teacher", teacher=True)
     teacher.compile(keras.optimizers.Adam(1e-3), SPARSE_CE, metrics=["accuracy"])
     teacher.fit(
         data["x_train"], data["y_train"], epochs=max(1, 2 * epochs // 3),
         batch_size=32, verbose=verbose,
     )
 
-    baseline = mlp([16], name="baseline")
+    baseline = _network(data, "baseline")
     baseline.compile(keras.optimizers.Adam(3e-3), SPARSE_CE, metrics=["accuracy"])
     baseline.fit(
         data["x_labeled"], data["y_labeled"], epochs=epochs, batch_size=32,
@@ -106,7 +157,7 @@ def run_demo(
     )
 
     keras.utils.set_random_seed(seed)
-    student = mlp([16], name="student")
+    student = _network(data, "student")
     distiller = kerasdistill.Distiller(
         teacher, student, kerasdistill.LogitsDistillation(temperature=temperature)
     )
@@ -131,6 +182,19 @@ def run_demo(
         "teacher": teacher, "baseline": baseline, "student": student,
         "history": history, "data": data,
     }
+
+
+def _network(data, name, teacher=False):
+    """The demo's teacher or student for the data's inputs."""
+    shape, classes = data["x_train"].shape[1:], data["classes"]
+    dropout = 0.3 if teacher else 0.0
+    if len(shape) == 1:
+        widths = [256, 256] if teacher else [16]
+        return mlp(widths, name, dropout=dropout, features=shape[0], classes=classes)
+    return image_classifier(
+        shape, classes, name, conv_filters=(32, 64) if teacher else (),
+        dense_widths=(128,) if teacher else (16,), dropout=dropout,
+    )
 
 
 def format_table(results):

@@ -285,6 +285,7 @@ class Distiller(keras.Model):
 
     def _run(self, role, x, training):
         network = self._networks[role]
+        checks.check_dict_inputs(x, network.model, role)
         try:
             outputs, features = network(x, training=training)
         except (ValueError, TypeError) as error:

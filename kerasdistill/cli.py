@@ -37,12 +37,17 @@ def build_parser():
     demo.add_argument("--temperature", type=float, default=4.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    demo.add_argument(
+        "--output", default="kerasdistill-demo",
+        help="folder of the report (report.md and PNG figures)",
+    )
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import kerasdistill
     from kerasdistill import demo
 
     if not 0.0 < args.labeled_fraction <= 1.0:
@@ -66,8 +71,11 @@ def main(argv=None):
         verbose=args.verbose,
         data=data,
     )
+    figures = demo.write_report(results, args.output)
     print()
-    print(demo.format_table(results))
+    print(demo.describe(results))
+    print(kerasdistill.format_report(figures))
+    print(f"Report written to {figures['files']['markdown']}")
     return 0
 
 

@@ -9,7 +9,6 @@ set without labels) replace the missing labels.
 """
 
 import keras
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -120,15 +119,14 @@ def run_demo(
             pixels. Defaults to scikit-learn's digits.
 
     Returns:
-        A dict: `rows` (one per model: name, params, test accuracy), the
-        trained `teacher`, `baseline` and `student`, and the `history` of
-        the distillation.
+        A dict: the trained `teacher`, `baseline` and `student`, the
+        `history` of the distillation and the `data`.
 
     Example:
 
     ```python
     results = kerasdistill.demo.run_demo(epochs=5, verbose=0)
-    print(kerasdistill.demo.format_table(results))
+    print(kerasdistill.demo.describe(results))
     ```
     """
     if data is None:
@@ -158,8 +156,9 @@ def run_demo(
 
     keras.utils.set_random_seed(seed)
     student = _network(data, "student")
-    distiller = kerasdistill.Distiller(
-        teacher, student, kerasdistill.LogitsDistillation(temperature=temperature)
+    distiller = kerasdistill.Distiller(  # no labels: alpha plays no part
+        teacher, student, kerasdistill.LogitsDistillation(temperature=temperature),
+        student_loss_weight=0.0,
     )
     distiller.compile(keras.optimizers.Adam(3e-3), SPARSE_CE, metrics=["accuracy"])
     history = distiller.fit(
@@ -167,18 +166,7 @@ def run_demo(
         validation_data=(data["x_test"], data["y_test"]),
     )
 
-    def accuracy(model):
-        logits = model.predict(data["x_test"], verbose=0)
-        return float(np.mean(np.argmax(logits, -1) == data["y_test"]))
-
-    labeled = len(data["x_labeled"])
-    rows = [
-        ("teacher (all labels)", teacher, accuracy(teacher)),
-        (f"student, labels only ({labeled} labeled)", baseline, accuracy(baseline)),
-        ("student, distilled (teacher on all inputs)", student, accuracy(student)),
-    ]
     return {
-        "rows": [(name, model.count_params(), acc) for name, model, acc in rows],
         "teacher": teacher, "baseline": baseline, "student": student,
         "history": history, "data": data,
     }
@@ -197,20 +185,39 @@ def _network(data, name, teacher=False):
     )
 
 
-def format_table(results):
-    """The demo's results as a plain-text table.
+def describe(results):
+    """One line saying what the baseline and the student were trained on.
 
     Example:
 
     ```python
-    print(kerasdistill.demo.format_table(results))
+    print(kerasdistill.demo.describe(results))
     ```
     """
-    rows = results["rows"]
-    width = max(len(name) for name, _, _ in rows)
-    lines = [f"{'model':<{width}}  {'params':>8}  {'test accuracy':>13}"]
-    for name, params, acc in rows:
-        lines.append(f"{name:<{width}}  {params:>8,}  {acc:>13.4f}")
-    ratio = rows[0][1] / rows[-1][1]
-    lines.append(f"size ratio teacher/student: {ratio:.1f}x")
-    return "\n".join(lines)
+    data = results["data"]
+    return (
+        f"baseline: the student's architecture trained on "
+        f"{len(data['x_labeled']):,} labeled inputs alone; student: distilled "
+        f"from the teacher on all {len(data['x_train']):,} training inputs, "
+        "without their labels."
+    )
+
+
+def write_report(results, path):
+    """Measures the demo's models on the test split and writes the report.
+
+    Returns:
+        The figures of `kerasdistill.report`, with the files it wrote.
+
+    Example:
+
+    ```python
+    figures = kerasdistill.demo.write_report(results, "kerasdistill-demo")
+    print(kerasdistill.format_report(figures))
+    ```
+    """
+    data = results["data"]
+    return kerasdistill.report(
+        results["teacher"], results["student"], (data["x_test"], data["y_test"]),
+        baseline=results["baseline"], history=results["history"], path=path,
+    )

@@ -12,15 +12,20 @@ from kerasdistill import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_prints_the_table(capsys):
-    assert cli.main(["demo", "--epochs", "3", "--verbose", "0"]) == 0
+def test_demo_prints_the_table_and_writes_the_report(capsys, tmp_path):
+    argv = ["demo", "--epochs", "3", "--verbose", "0", "--output", str(tmp_path)]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    for row in ("teacher (all labels)", "student, labels only (251 labeled)",
-                "student, distilled (teacher on all inputs)", "size ratio"):
-        assert row in out
-    accuracies = [float(line.split()[-1]) for line in out.splitlines()
-                  if line.startswith(("teacher", "student"))]
-    assert len(accuracies) == 3 and all(0.0 <= a <= 1.0 for a in accuracies)
+    assert "trained on 251 labeled inputs alone" in out
+    assert "fewer parameters than the teacher" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("teacher ", "baseline ", "student "))}
+    assert set(rows) == {"teacher", "baseline", "student"}
+    assert rows["baseline"][1] == rows["student"][1] == "1,210"
+    assert all(0.0 <= float(row[4]) <= 1.0 for row in rows.values())
+    for name in ("report.md", "accuracy_vs_size.png", "confidence.png", "training.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert f"Report written to {tmp_path / 'report.md'}" in out
 
 
 def test_demo_rejects_a_bad_fraction():

@@ -182,9 +182,9 @@ def test_run_demo_on_a_data_set_prepared_on_disk(tmp_path):
         assert y in data["y_train"][rows]
 
     results = demo.run_demo(epochs=1, verbose=0, data=data)
-    assert set(results) == {"rows", "teacher", "baseline", "student", "history", "data"}
+    assert set(results) == {"teacher", "baseline", "student", "history", "data"}
     assert results["student"].input_shape == (None, 28, 28, 1)
-    assert "student, labels only (10 labeled)" in demo.format_table(results)
+    assert "trained on 10 labeled inputs" in demo.describe(results)
 
 
 def test_unknown_names_and_misplaced_flags_are_refused():
@@ -212,17 +212,20 @@ def test_tensorflow_datasets_is_imported_only_when_used(monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(IMAGE_SHAPES))
-def test_demo_on_a_tfds_dataset_prints_the_table(name, mock_tfds, capsys):
-    assert cli.main(["demo", "--dataset", name, "--epochs", "1", "--verbose", "0"]) == 0
+def test_demo_on_a_tfds_dataset_prints_the_table(name, mock_tfds, capsys, tmp_path):
+    argv = ["demo", "--dataset", name, "--epochs", "1", "--verbose", "0",
+            "--output", str(tmp_path)]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     labeled = round(0.2 * EXAMPLES)
-    for row in ("teacher (all labels)", f"student, labels only ({labeled} labeled)",
-                "student, distilled (teacher on all inputs)", "size ratio"):
-        assert row in out
-    rows = [line.split() for line in out.splitlines()
-            if line.startswith(("teacher", "student"))]
-    assert len(rows) == 3 and all(0.0 <= float(r[-1]) <= 1.0 for r in rows)
-    teacher_params, student_params = (int(r[-2].replace(",", "")) for r in rows[::2])
+    assert f"trained on {labeled} labeled inputs" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("teacher ", "baseline ", "student "))}
+    assert set(rows) == {"teacher", "baseline", "student"}
+    assert 0.0 <= float(rows["student"][4]) <= 1.0
+    teacher_params, student_params = (
+        int(rows[role][1].replace(",", "")) for role in ("teacher", "student"))
+    assert (tmp_path / "report.md").exists()
     model = demo.image_classifier(IMAGE_SHAPES[name], 10, "s")
     assert student_params == model.count_params() < teacher_params
 

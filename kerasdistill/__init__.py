@@ -11,8 +11,13 @@ distiller.fit(x, y, epochs=10)
 ```
 """
 
+import importlib.util
+
 from kerasdistill import losses
+from kerasdistill import trial
 from kerasdistill.distiller import Distiller
+from kerasdistill.export import ExportReport
+from kerasdistill.export import export_student
 from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
@@ -23,8 +28,21 @@ __version__ = "0.1.0"
 __all__ = [
     "Distiller",
     "DistillationLoss",
+    "ExportReport",
     "FeatureDistillation",
     "LogitsDistillation",
     "RegressionDistillation",
+    "export_student",
     "losses",
 ]
+if importlib.util.find_spec("keras_tuner") is not None:
+    __all__.append("DistillerHyperModel")
+
+
+def __getattr__(name):
+    """Imports `DistillerHyperModel` (and KerasTuner) on first use."""
+    if name == "DistillerHyperModel":
+        from kerasdistill.tuner import DistillerHyperModel
+
+        return DistillerHyperModel
+    raise AttributeError(f"module 'kerasdistill' has no attribute '{name}'")

@@ -17,7 +17,7 @@ from kerasdistill import trial
 
 try:
     import keras_tuner
-except ImportError as error:  # pragma: no cover - exercised in a subprocess
+except ImportError as error:  # See test_import_without_keras_tuner.
     raise ImportError(
         "kerasdistill.DistillerHyperModel needs KerasTuner, which is not "
         "installed. Install it with `pip install 'kerasdistill[tuner]'` "

@@ -123,6 +123,11 @@ def test_random_search_shares_the_teacher(teacher, data, tmp_path):
     _, (x_val, y_val) = data
     logs = best.evaluate(x_val, y_val, verbose=0, return_dict=True)
     assert logs["accuracy"] == pytest.approx(trials[0].score)
+    # The best student ships alone.
+    report = kd.export_student(
+        best, tmp_path / "best.tflite", format="tflite", sample_inputs=x_val
+    )
+    assert report.top1_agreement == 1.0 and report.relative_diff < 1e-5
 
 
 def test_bayesian_val_loss_is_the_student_loss(teacher, data, tmp_path):
@@ -176,26 +181,33 @@ def test_resuming_a_search(teacher, data, tmp_path):
             type(self).fits += 1
             return super().fit(hp, model, *args, **kwargs)
 
-    def tuner(max_trials):
+    def tuner(teacher, max_trials):
         return kt.RandomSearch(
             Counting(teacher, _build_student, loss=LOSS, metrics=["accuracy"]),
             objective="val_accuracy", max_trials=max_trials, seed=4,
-            directory=tmp_path, project_name="resume", overwrite=False,
+            directory=tmp_path / "runs", project_name="resume", overwrite=False,
         )
 
-    first = tuner(1)
+    first = tuner(teacher, 1)
     _search(first, data)
-    first_trial = list(first.oracle.trials.values())[0]
+    (first_trial,) = first.oracle.trials.values()
     assert Counting.fits == 1
 
-    resumed = tuner(2)  # Same directory: reloads the oracle and its trials.
+    # As in a new process: the teacher is loaded again from its file.
+    teacher.save(tmp_path / "teacher.keras")
+    reloaded = keras.saving.load_model(tmp_path / "teacher.keras")
+    resumed = tuner(reloaded, 2)  # Same directory: reloads the oracle.
     _search(resumed, data)
     assert Counting.fits == 2  # Only the new trial ran.
-    trials = resumed.oracle.trials
+    trials = resumed.oracle.get_best_trials(2)
     assert len(trials) == 2
-    assert trials[first_trial.trial_id].score == first_trial.score
-    models = resumed.get_best_models(2)
-    assert all(model.teacher is teacher for model in models)
+    assert resumed.oracle.trials[first_trial.trial_id].score == first_trial.score
+    # Each trial's best student is restored from its checkpoint.
+    _, (x_val, y_val) = data
+    for model, trial in zip(resumed.get_best_models(2), trials):
+        assert model.teacher is reloaded
+        logs = model.evaluate(x_val, y_val, verbose=0, return_dict=True)
+        assert logs["accuracy"] == pytest.approx(trial.score)
 
 
 def test_trial_checkpoint_leaves_the_teacher_out(teacher, data, tmp_path):

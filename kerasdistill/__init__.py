@@ -11,12 +11,17 @@ distiller.fit(x, y, epochs=10)
 ```
 """
 
+import importlib.util
+
 from kerasdistill import callbacks
 from kerasdistill import losses
 from kerasdistill import recipes
 from kerasdistill import schedules
 from kerasdistill import tfds_data
+from kerasdistill import trial
 from kerasdistill.distiller import Distiller
+from kerasdistill.export import ExportReport
+from kerasdistill.export import export_student
 from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
@@ -31,10 +36,12 @@ __all__ = [
     "DifficultyWeighted",
     "Distiller",
     "DistillationLoss",
+    "ExportReport",
     "FeatureDistillation",
     "LogitsDistillation",
     "RegressionDistillation",
     "callbacks",
+    "export_student",
     "format_report",
     "losses",
     "recipes",
@@ -42,3 +49,14 @@ __all__ = [
     "schedules",
     "tfds_data",
 ]
+if importlib.util.find_spec("keras_tuner") is not None:
+    __all__.append("DistillerHyperModel")
+
+
+def __getattr__(name):
+    """Imports `DistillerHyperModel` (and KerasTuner) on first use."""
+    if name == "DistillerHyperModel":
+        from kerasdistill.tuner import DistillerHyperModel
+
+        return DistillerHyperModel
+    raise AttributeError(f"module 'kerasdistill' has no attribute '{name}'")

@@ -1,0 +1,484 @@
+"""Student export to a SavedModel or a TFLite (LiteRT) file, checked against
+the Keras student by running the written file.
+
+Only the student is exported: no teacher, adapter or auxiliary head. The
+student is written with Keras' SavedModel export (`Model.export`), and for
+TFLite converted by TensorFlow's TFLite converter; the result is loaded back
+(`tf.saved_model.load`, or the LiteRT interpreter) and run on sample inputs,
+and its outputs are compared with the Keras student's. A converter that
+silently writes a broken model (NaN outputs, a lost layer) is caught here,
+not on a phone.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.export.export_utils import get_input_signature
+
+from kerasdistill import checks
+
+_FORMATS = ("saved_model", "tflite")
+_QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+_IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
+# Largest |exported - Keras| allowed, as a fraction of the largest |Keras
+# output| on the samples: float32 is exact up to the order of operations;
+# float16 weights keep ~3 significant digits; dynamic range quantization
+# rounds weights (and activations, per batch) to 8 bits; full int8 rounds
+# every tensor to 8 bits with ranges calibrated on the representative data.
+_TOLERANCES = {None: 1e-4, "float16": 1e-2, "dynamic": 5e-2, "int8": 0.1}
+_PARITY_SAMPLES = 256
+_RANDOM_SAMPLES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What `kerasdistill.export_student` wrote, and how well it matches.
+
+    Attributes:
+        path: The written file (TFLite) or directory (SavedModel).
+        format: `"saved_model"` or `"tflite"`.
+        quantization: `None`, `"float16"`, `"dynamic"` or `"int8"`.
+        bytes: Size on disk (a SavedModel's files summed).
+        max_abs_diff: Largest `|exported - Keras|` output difference.
+        relative_diff: `max_abs_diff` over the largest `|Keras output|`.
+        tolerance: The largest `relative_diff` accepted.
+        top1_agreement: Fraction of samples whose argmax agrees, for a
+            classifier; `None` otherwise.
+        num_samples: Number of samples of the parity check.
+    """
+
+    path: str
+    format: str
+    quantization: object
+    bytes: int
+    max_abs_diff: float
+    relative_diff: float
+    tolerance: float
+    top1_agreement: object
+    num_samples: int
+
+    def __str__(self):
+        top1 = (
+            "" if self.top1_agreement is None
+            else f", top-1 agreement {self.top1_agreement:.1%}"
+        )
+        return (
+            f"{self.format} ({self.quantization or 'float32'}) {self.path}: "
+            f"{self.bytes / 1024:.1f} KiB, max |diff| {self.max_abs_diff:.3g} "
+            f"({self.relative_diff:.2%} of the output scale, tolerance "
+            f"{self.tolerance:.2%}){top1} on {self.num_samples} samples"
+        )
+
+
+def export_student(
+    distiller_or_model,
+    path,
+    format="saved_model",
+    quantization=None,
+    representative_data=None,
+    input_type="float32",
+    output_type="float32",
+    sample_inputs=None,
+    tolerance=None,
+    classifier=None,
+    overwrite=False,
+):
+    """Exports the student and checks the written file against it.
+
+    The student (`distiller.student`, or the model itself) is written as a
+    SavedModel directory (`format="saved_model"`, endpoint `serve`) or a
+    TFLite flatbuffer (`format="tflite"`, a path ending in `.tflite`), then
+    loaded back and run on sample inputs. The parity check runs on
+    `sample_inputs`; else on the first 256 samples of `representative_data`;
+    else on 64 standard normal inputs. It raises when the exported outputs
+    are not finite, or differ from the Keras student's by more than
+    `tolerance` times the largest `|Keras output|`.
+
+    TFLite files are run with the LiteRT interpreter (`ai_edge_litert`,
+    `pip install 'kerasdistill[export]'`), or with the deprecated
+    `tf.lite.Interpreter` (with a warning) when it is not installed.
+
+    Args:
+        distiller_or_model: A `kerasdistill.Distiller` (its student is
+            exported) or a built `keras.Model` with one input and one output.
+        path: Where to write: a directory for a SavedModel, a `.tflite` file.
+        format: `"saved_model"` or `"tflite"`.
+        quantization: TFLite only. `None` (float32), `"float16"` (weights in
+            float16), `"dynamic"` (weights in int8, activations quantized on
+            the fly) or `"int8"` (full integer: weights and activations in
+            int8, ranges calibrated on `representative_data`).
+        representative_data: Inputs typical of deployment, a numpy array
+            (batch first) or a `tf.data.Dataset` of inputs or of `(inputs,
+            labels)` tuples, batched or not; every sample is used. Required
+            for `"int8"`; a few hundred samples are enough.
+        input_type: `"float32"` or `"int8"` (int8 quantization only), the
+            type of the TFLite model's input.
+        output_type: `"float32"` or `"int8"` (int8 quantization only), the
+            type of its output.
+        sample_inputs: Optional numpy array of inputs for the parity check.
+        tolerance: Largest accepted difference, as a fraction of the
+            largest `|Keras output|`. Defaults to 1e-4 (float32), 1e-2
+            (float16), 5e-2 (dynamic), 0.1 (int8).
+        classifier: Whether to report the top-1 agreement. Defaults to
+            `True` for outputs of shape `(batch, k)` with `k >= 2`.
+        overwrite: Whether to replace an existing file or SavedModel at
+            `path` (any other existing path is refused).
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        ValueError: for bad arguments, and when the parity check fails (the
+            file is left at `path` for inspection).
+
+    Example:
+
+    ```python
+    report = kerasdistill.export_student(
+        distiller, "student.tflite", format="tflite", quantization="int8",
+        representative_data=x_train[:200], input_type="int8",
+    )
+    print(report.bytes, report.max_abs_diff, report.top1_agreement)
+    ```
+    """
+    checks.check_choice(format, _FORMATS, "format")
+    if quantization not in _QUANTIZATIONS:
+        raise ValueError(
+            "Expected `quantization` to be one of None, 'float16', 'dynamic', "
+            f"'int8'. Received: quantization={quantization!r}"
+        )
+    if format == "saved_model" and quantization is not None:
+        raise ValueError(
+            "Quantization applies to TFLite exports only. Received: "
+            f"format='saved_model', quantization={quantization!r}. Pass "
+            "format='tflite' (and a path ending in .tflite)."
+        )
+    _check_io_types(input_type, output_type, quantization)
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "Full-integer quantization (quantization='int8') needs "
+            "`representative_data` to calibrate the activation ranges. "
+            "Received: representative_data=None. Pass a few hundred typical "
+            "inputs, e.g. representative_data=x_train[:300] or a tf.data "
+            "dataset of them."
+        )
+    if tolerance is None:
+        tolerance = _TOLERANCES[quantization]
+    checks.check_positive(tolerance, "tolerance")
+    student = _student_of(distiller_or_model)
+    spec = _input_spec(student)
+    path = os.fspath(path)
+    if format == "tflite" and not path.endswith(".tflite"):
+        raise ValueError(
+            "Expected a TFLite path ending in '.tflite'. Received: "
+            f"path={path!r}"
+        )
+    calibration = None
+    if representative_data is not None:
+        calibration = _as_samples(representative_data, spec, "representative_data")
+    if sample_inputs is not None:
+        samples = _as_samples(sample_inputs, spec, "sample_inputs")
+    elif calibration is not None:
+        samples = calibration[:_PARITY_SAMPLES]
+    else:
+        samples = _random_samples(spec)
+    _make_room(path, format, overwrite)
+
+    if format == "saved_model":
+        student.export(path, format="tf_saved_model", verbose=False)
+        exported = _run_saved_model(path, samples)
+    else:
+        _write_tflite(
+            student, path, quantization, calibration, input_type, output_type
+        )
+        try:
+            exported = _run_tflite(path, samples)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"The TFLite file written at '{path}' does not run in the "
+                f"interpreter, so it cannot be checked: {error}"
+            ) from error
+    (reference,) = keras.tree.flatten(student(samples, training=False))
+    reference = keras.ops.convert_to_numpy(reference).astype("float32")
+    return _compare(
+        path, format, quantization, tolerance, classifier, reference, exported
+    )
+
+
+def _check_io_types(input_type, output_type, quantization):
+    for value, name in ((input_type, "input_type"), (output_type, "output_type")):
+        checks.check_choice(value, _IO_TYPES, name)
+        if value != "float32" and quantization != "int8":
+            raise ValueError(
+                f"{name}={value!r} needs full-integer quantization. Received: "
+                f"quantization={quantization!r}. Pass quantization='int8' "
+                f"(with representative_data), or {name}='float32'."
+            )
+
+
+def _student_of(distiller_or_model):
+    model = distiller_or_model
+    if isinstance(getattr(model, "student", None), keras.Model):
+        model = model.student
+    checks.check_model(model, "student")
+    if not model.built:
+        raise ValueError(
+            f"Expected a built student, but '{model.name}' is not built, so "
+            "it has no weights to export. Train it, call it on a batch, or "
+            "call `student.build(input_shape)` first."
+        )
+    return model
+
+
+def _input_spec(student):
+    specs = keras.tree.flatten(get_input_signature(student))
+    outputs = checks.symbolic_outputs(student)
+    if len(specs) != 1 or (outputs is not None and len(outputs) != 1):
+        raise ValueError(
+            "export_student supports students with one input and one output "
+            f"tensor. Received '{student.name}' with {len(specs)} input(s) "
+            f"and {len(outputs) if outputs else 'unknown'} output(s). Export "
+            "it with `student.export(...)` and check it yourself."
+        )
+    return specs[0]
+
+
+def _make_room(path, format, overwrite):
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"Expected a new path, but '{path}' exists. Pass overwrite=True "
+            "to replace it, or choose another path."
+        )
+    if format == "tflite" and os.path.isfile(path):
+        return
+    if format == "saved_model" and os.path.isdir(path) and (
+        not os.listdir(path)
+        or os.path.exists(os.path.join(path, "saved_model.pb"))
+    ):
+        shutil.rmtree(path)
+        return
+    kind = "a file" if format == "tflite" else "a SavedModel directory"
+    raise FileExistsError(
+        f"overwrite=True replaces {kind} only, and '{path}' is not one. "
+        "Choose another path, or remove it yourself."
+    )
+
+
+def _as_samples(data, spec, name):
+    """Returns the samples of `data` as one array of the input's dtype."""
+    input_shape = tuple(spec.shape)
+    if isinstance(data, tf.data.Dataset):
+        batches = []
+        for element in data.as_numpy_iterator():
+            if isinstance(element, (tuple, list)):
+                element = element[0]
+            if isinstance(element, dict):
+                raise ValueError(
+                    f"Expected `{name}` to yield input arrays or (inputs, "
+                    "labels) tuples. Received a dict element; map the "
+                    "dataset to the student's single input."
+                )
+            element = np.asarray(element)
+            if element.ndim == len(input_shape) - 1:
+                element = element[None]
+            batches.append(element)
+        array = np.concatenate(batches) if batches else np.zeros((0,))
+    else:
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError) as error:
+            raise TypeError(
+                f"Expected `{name}` to be a numpy array or a tf.data.Dataset. "
+                f"Received: {type(data).__name__} ({error})"
+            ) from error
+    if array.size == 0:
+        raise ValueError(f"Expected `{name}` to hold samples. Received none.")
+    expected = input_shape[1:]
+    if array.ndim != len(input_shape) or any(
+        e is not None and e != a for e, a in zip(expected, array.shape[1:])
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be a batch of student inputs, of shape "
+            f"(n,) + {expected}. Received shape {array.shape}."
+        )
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(
+            f"Expected `{name}` to be numeric. Received dtype {array.dtype}."
+        )
+    array = array.astype(spec.dtype)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"Expected `{name}` to hold finite numbers. Received NaN or "
+            "infinite values (the TFLite converter aborts the process when "
+            "it calibrates on them)."
+        )
+    return array
+
+
+def _random_samples(spec):
+    shape = tuple(spec.shape)[1:]
+    if any(dim is None for dim in shape) or not np.issubdtype(
+        np.dtype(spec.dtype), np.floating
+    ):
+        raise ValueError(
+            f"The student's input (shape {tuple(spec.shape)}, dtype "
+            f"{spec.dtype}) is not a fixed-shape float tensor, so no inputs "
+            "can be generated for the parity check. Pass `sample_inputs` "
+            "(or `representative_data`)."
+        )
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((_RANDOM_SAMPLES,) + shape).astype(spec.dtype)
+
+
+def _write_tflite(student, path, quantization, calibration, input_type, output_type):
+    """Keras' SavedModel export, then TensorFlow's TFLite converter: the
+    path that `Model.export(format="litert")` takes, with the converter's
+    settings set here directly."""
+    with tempfile.TemporaryDirectory() as saved_model:
+        student.export(saved_model, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+            tf.lite.OpsSet.SELECT_TF_OPS,
+        ]
+        if quantization is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantization == "int8":
+
+            def representative_dataset():
+                for i in range(len(calibration)):
+                    yield [calibration[i : i + 1]]
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            ]
+            converter.inference_input_type = _IO_TYPES[input_type]
+            converter.inference_output_type = _IO_TYPES[output_type]
+        flatbuffer = converter.convert()
+    with open(path, "wb") as file:
+        file.write(flatbuffer)
+
+
+def _run_saved_model(path, samples):
+    loaded = tf.saved_model.load(path)
+    outputs = loaded.serve(tf.constant(samples))
+    return np.asarray(keras.tree.flatten(outputs)[0], dtype="float32")
+
+
+def _run_tflite(path, samples):
+    interpreter = _interpreter(path)
+    runner = interpreter.get_signature_runner()
+    (input_name,) = runner.get_input_details()
+    input_details = runner.get_input_details()[input_name]
+    outputs = runner(**{input_name: _quantize(samples, input_details)})
+    output_details = runner.get_output_details()
+    (output_name,) = output_details
+    return _dequantize(outputs[output_name], output_details[output_name])
+
+
+def _interpreter(path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        warnings.warn(
+            "The LiteRT interpreter (package ai-edge-litert) is not "
+            "installed, so the exported file is checked with the deprecated "
+            "tf.lite.Interpreter. Install it with "
+            "`pip install 'kerasdistill[export]'`.",
+            stacklevel=3,
+        )
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=path)
+
+
+def _quantize(samples, details):
+    """Float samples to the int8 input of an `input_type="int8"` model."""
+    if details["dtype"] != np.int8 or not np.issubdtype(samples.dtype, np.floating):
+        return samples.astype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    values = np.round(samples / scale + zero_point)
+    return np.clip(values, -128, 127).astype(np.int8)
+
+
+def _dequantize(values, details):
+    """The int8 output of an `output_type="int8"` model to float32."""
+    if details["dtype"] != np.int8:
+        return np.asarray(values, dtype="float32")
+    scale, zero_point = details["quantization"]
+    return (values.astype("float32") - zero_point) * scale
+
+
+def _compare(path, format, quantization, tolerance, classifier, reference, exported):
+    if not np.all(np.isfinite(reference)):
+        raise ValueError(
+            "The Keras student returns NaN or infinite outputs on the sample "
+            "inputs, so the export cannot be checked. Check the student (and "
+            "the sample inputs) before exporting."
+        )
+    if exported.shape != reference.shape:
+        raise ValueError(
+            f"The exported model at '{path}' returns outputs of shape "
+            f"{exported.shape}, the Keras student {reference.shape}."
+        )
+    if not np.all(np.isfinite(exported)):
+        bad = int(np.sum(~np.all(np.isfinite(exported.reshape(len(exported), -1)), 1)))
+        raise ValueError(
+            f"The exported model at '{path}' ({format}, quantization="
+            f"{quantization!r}) returns NaN or infinite outputs on {bad} of "
+            f"{len(exported)} samples, where the Keras student's are finite: "
+            "the conversion is broken (with float16, weights beyond the "
+            "float16 range become infinite). Try another quantization."
+        )
+    max_abs_diff = float(np.max(np.abs(exported - reference)))
+    scale = max(float(np.max(np.abs(reference))), 1e-12)
+    relative_diff = max_abs_diff / scale
+    if classifier is None:
+        classifier = reference.ndim == 2 and reference.shape[-1] >= 2
+    top1 = None
+    if classifier:
+        top1 = float(
+            np.mean(np.argmax(exported, axis=-1) == np.argmax(reference, axis=-1))
+        )
+    report = ExportReport(
+        path=path,
+        format=format,
+        quantization=quantization,
+        bytes=_size(path),
+        max_abs_diff=max_abs_diff,
+        relative_diff=relative_diff,
+        tolerance=tolerance,
+        top1_agreement=top1,
+        num_samples=len(reference),
+    )
+    if relative_diff > tolerance:
+        raise ValueError(
+            f"The exported model differs from the Keras student by more than "
+            f"the tolerance: {report}. The file is left at '{path}' for "
+            "inspection. Use a lighter quantization, give more "
+            "representative_data (int8), or pass a larger `tolerance` if "
+            "this precision is acceptable."
+        )
+    return report
+
+
+def _size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )

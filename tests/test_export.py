@@ -1,0 +1,351 @@
+"""export_student: SavedModel and TFLite exports, checked by running the
+written files."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import sys  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+Interpreter = pytest.importorskip(  # The `export` extra.
+    "ai_edge_litert.interpreter"
+).Interpreter
+
+import kerasdistill as kd  # noqa: E402
+
+FEATURES, CLASSES = 6, 3
+
+
+def _mlp(width, name):
+    inputs = keras.Input((FEATURES,), name=f"{name}_input")
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
+        inputs
+    )
+    outputs = keras.layers.Dense(CLASSES, name=f"{name}_logits")(hidden)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, FEATURES)).astype("float32")
+    y = np.argmax(x[:, :CLASSES], axis=1).astype("int32")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def distiller(data):
+    keras.utils.set_random_seed(0)
+    x, y = data
+    teacher = _mlp(512, "teacher")
+    student = _mlp(16, "student")
+    distiller = kd.Distiller(teacher, student, kd.LogitsDistillation(2.0))
+    distiller.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    distiller.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    return distiller
+
+
+def _run_tflite(path, x):
+    """Runs a .tflite file independently of kerasdistill.export."""
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    (name,) = runner.get_input_details()
+    details = runner.get_input_details()[name]
+    if details["dtype"] != np.float32:
+        scale, zero = details["quantization"]
+        x = np.clip(np.round(x / scale + zero), -128, 127).astype(details["dtype"])
+    (out_name, out_details), = runner.get_output_details().items()
+    y = runner(**{name: x})[out_name]
+    if out_details["dtype"] != np.float32:
+        scale, zero = out_details["quantization"]
+        y = (y.astype("float32") - zero) * scale
+    return y
+
+
+def test_saved_model_holds_the_student_only(distiller, data, tmp_path):
+    x, _ = data
+    path = tmp_path / "student"
+    report = kd.export_student(distiller, path, format="saved_model", sample_inputs=x)
+    loaded = tf.saved_model.load(str(path))
+    # Only the student's variables: no teacher.
+    assert sorted(v.shape.as_list() for v in loaded.variables) == sorted(
+        list(w.shape) for w in distiller.student.weights
+    )
+    expected = distiller.student.predict(x, verbose=0)
+    actual = loaded.serve(tf.constant(x)).numpy()
+    assert report.max_abs_diff == pytest.approx(np.max(np.abs(actual - expected)))
+    assert report.relative_diff <= 1e-6
+    assert report.top1_agreement == 1.0
+    assert report.num_samples == len(x)
+    assert report.format == "saved_model" and report.quantization is None
+    assert report.bytes == sum(
+        f.stat().st_size for f in path.rglob("*") if f.is_file()
+    )
+    assert "saved_model" in str(report)
+
+
+@pytest.mark.parametrize("quantization", [None, "float16", "dynamic"])
+def test_tflite_float_and_dynamic(distiller, data, tmp_path, quantization):
+    x, _ = data
+    path = tmp_path / "student.tflite"
+    report = kd.export_student(
+        distiller, path, format="tflite", quantization=quantization, sample_inputs=x
+    )
+    expected = distiller.student.predict(x, verbose=0)
+    actual = _run_tflite(path, x)
+    assert report.max_abs_diff == pytest.approx(np.max(np.abs(actual - expected)))
+    assert report.relative_diff == pytest.approx(
+        report.max_abs_diff / np.max(np.abs(expected))
+    )
+    assert report.relative_diff <= {None: 1e-6, "float16": 1e-3, "dynamic": 1e-3}[
+        quantization
+    ]
+    assert report.tolerance == {None: 1e-4, "float16": 1e-2, "dynamic": 5e-2}[
+        quantization
+    ]
+    assert report.top1_agreement == np.mean(
+        actual.argmax(1) == expected.argmax(1)
+    )
+    assert report.bytes == path.stat().st_size
+    # No teacher tensor (its hidden layer has 512 units) in the file.
+    tensors = Interpreter(model_path=str(path)).get_tensor_details()
+    assert any(16 in d["shape"] for d in tensors)
+    assert not any(512 in d["shape"] for d in tensors)
+    assert report.bytes < 4 * distiller.teacher.count_params() / 4
+
+
+def test_dynamic_quantization_shrinks_large_weights(data, tmp_path):
+    keras.utils.set_random_seed(1)
+    x, _ = data
+    student = keras.Sequential(
+        [keras.Input((FEATURES,)), keras.layers.Dense(256, activation="relu"),
+         keras.layers.Dense(256, activation="relu"), keras.layers.Dense(CLASSES)]
+    )  # The 256x256 kernel dominates the size; dynamic stores it in int8.
+    float32 = kd.export_student(student, tmp_path / "f.tflite", format="tflite")
+    dynamic = kd.export_student(
+        student, tmp_path / "d.tflite", format="tflite", quantization="dynamic",
+        sample_inputs=x,
+    )
+    assert dynamic.bytes < 0.4 * float32.bytes
+    assert 0 < dynamic.relative_diff <= 1e-2
+
+
+def test_int8_full_integer(distiller, data, tmp_path):
+    x, _ = data
+    path = tmp_path / "student.tflite"
+    report = kd.export_student(
+        distiller, path, format="tflite", quantization="int8",
+        representative_data=x,
+    )
+    expected = distiller.student.predict(x, verbose=0)
+    actual = _run_tflite(path, x)
+    assert report.num_samples == len(x)
+    assert report.max_abs_diff == pytest.approx(np.max(np.abs(actual - expected)))
+    assert 0 < report.relative_diff <= 0.05
+    assert report.tolerance == 0.1
+    assert report.top1_agreement >= 0.9
+    # Full integer: weights and activations int8 (biases int32); float32 only
+    # at the model's input and output (input_type / output_type default).
+    interpreter = Interpreter(model_path=str(path))
+    details = interpreter.get_tensor_details()
+    floats = {d["index"] for d in details if d["dtype"] == np.float32}
+    assert floats == {
+        interpreter.get_input_details()[0]["index"],
+        interpreter.get_output_details()[0]["index"],
+    }
+    assert {d["dtype"] for d in details} == {np.float32, np.int8, np.int32}
+    assert sum(d["dtype"] == np.int8 and len(d["shape"]) == 2 for d in details) >= 4
+
+
+def test_int8_input_and_output_types(distiller, data, tmp_path):
+    x, y = data
+    path = tmp_path / "student.tflite"
+    report = kd.export_student(
+        distiller, path, format="tflite", quantization="int8",
+        representative_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+        input_type="int8", output_type="int8",
+    )
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    (input_details,) = runner.get_input_details().values()
+    (output_details,) = runner.get_output_details().values()
+    assert input_details["dtype"] == np.int8
+    assert output_details["dtype"] == np.int8
+    actual = _run_tflite(path, x)
+    expected = distiller.student.predict(x, verbose=0)
+    assert report.max_abs_diff == pytest.approx(np.max(np.abs(actual - expected)))
+    assert 0 < report.relative_diff <= 0.05
+
+
+def test_parity_failure_raises_and_keeps_the_file(distiller, data, tmp_path):
+    x, _ = data
+    path = tmp_path / "student.tflite"
+    with pytest.raises(ValueError, match="differs from the Keras student"):
+        kd.export_student(
+            distiller, path, format="tflite", quantization="int8",
+            representative_data=tf.data.Dataset.from_tensor_slices(x),
+            tolerance=1e-6,
+        )
+    assert path.exists()
+    assert len(_run_tflite(path, x)) == len(x)
+
+
+def test_nan_outputs_are_caught(distiller, data, tmp_path, monkeypatch):
+    """A converter that silently writes a model with NaN outputs (here
+    simulated: the written file is that of a copy whose bias is NaN)."""
+    x, _ = data
+    real_export = keras.Model.export
+
+    def broken_export(model, filepath, **kwargs):
+        broken = keras.models.clone_model(model)
+        broken.set_weights(model.get_weights())
+        kernel, bias = broken.layers[-1].get_weights()
+        broken.layers[-1].set_weights([kernel, np.full_like(bias, np.nan)])
+        return real_export(broken, filepath, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "export", broken_export)
+    with pytest.raises(ValueError, match="NaN or infinite outputs on 128 of 128"):
+        kd.export_student(
+            distiller, tmp_path / "s.tflite", format="tflite", sample_inputs=x
+        )
+
+
+def test_float16_overflow_is_caught(data, tmp_path):
+    """A weight beyond the float16 range: the file runs, but is wrong."""
+    x, _ = data
+    student = _mlp(4, "overflow")
+    kernel, bias = student.layers[1].get_weights()
+    kernel[0, 0] = 1e6
+    student.layers[1].set_weights([kernel, bias])
+    with pytest.raises(ValueError, match="differs from the Keras student"):
+        kd.export_student(
+            student, tmp_path / "s.tflite", format="tflite",
+            quantization="float16", sample_inputs=x,
+        )
+
+
+def test_overwrite(distiller, data, tmp_path):
+    x, _ = data
+    tflite = tmp_path / "s.tflite"
+    tflite.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        kd.export_student(distiller, tflite, format="tflite")
+    assert tflite.read_bytes() == b"old"
+    report = kd.export_student(distiller, tflite, format="tflite", overwrite=True)
+    assert report.bytes == tflite.stat().st_size > 3
+
+    saved = tmp_path / "sm"
+    kd.export_student(distiller, saved)
+    (saved / "stale.txt").write_text("from an older export")
+    with pytest.raises(FileExistsError, match="exists"):
+        kd.export_student(distiller, saved)
+    with pytest.raises(ValueError, match="batch of student inputs"):
+        # Arguments are checked before anything at `path` is removed.
+        kd.export_student(distiller, saved, overwrite=True, sample_inputs=x[:, :2])
+    assert (saved / "stale.txt").exists()
+    kd.export_student(distiller, saved, overwrite=True)
+    assert not (saved / "stale.txt").exists()
+    assert (saved / "saved_model.pb").exists()
+
+    other = tmp_path / "not_a_saved_model"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not one"):
+        kd.export_student(distiller, other, overwrite=True)
+    assert (other / "notes.txt").exists()
+
+
+def test_regressor_has_no_top1(tmp_path):
+    inputs = keras.Input((FEATURES,))
+    student = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    report = kd.export_student(student, tmp_path / "r.tflite", format="tflite")
+    assert report.top1_agreement is None
+    assert report.num_samples == 64  # generated standard normal inputs
+    assert "top-1" not in str(report)
+
+
+def test_fallback_interpreter_warns(distiller, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.warns(UserWarning, match="kerasdistill\\[export\\]"):
+        report = kd.export_student(distiller, tmp_path / "s.tflite", format="tflite")
+    assert report.relative_diff <= 1e-6
+
+
+def test_subclassed_built_student(data, tmp_path):
+    class Student(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(CLASSES)
+
+        def call(self, x):
+            return self.dense(x)
+
+    x, _ = data
+    student = Student()
+    student(x[:1])
+    report = kd.export_student(student, tmp_path / "s.tflite", format="tflite")
+    assert report.relative_diff <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"format": "onnx"}, ValueError, "`format` to be one of"),
+        ({"format": "tflite", "quantization": "int4"}, ValueError, "quantization"),
+        ({"quantization": "float16"}, ValueError, "TFLite exports only"),
+        ({"format": "tflite", "quantization": "int8"}, ValueError,
+         "needs `representative_data`"),
+        ({"format": "tflite", "input_type": "int8"}, ValueError,
+         "needs full-integer quantization"),
+        ({"format": "tflite", "quantization": "int8", "output_type": "uint8",
+          "representative_data": np.zeros((2, FEATURES))}, ValueError,
+         "`output_type` to be one of"),
+        ({"format": "tflite", "tolerance": 0}, ValueError, "tolerance > 0"),
+        ({"format": "tflite", "quantization": "int8",
+          "representative_data": np.zeros((4, FEATURES + 1))}, ValueError,
+         r"\(n,\) \+ \(6,\)"),
+        ({"format": "tflite", "quantization": "int8",
+          "representative_data": np.full((4, FEATURES), np.inf)}, ValueError,
+         "finite"),
+    ],
+)
+def test_bad_arguments(distiller, tmp_path, kwargs, error, message):
+    suffix = ".tflite" if kwargs.get("format") == "tflite" else ""
+    with pytest.raises(error, match=message):
+        kd.export_student(distiller, tmp_path / f"s{suffix}", **kwargs)
+
+
+def test_bad_student_and_path(distiller, tmp_path):
+    unbuilt = keras.Sequential([keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="built student"):
+        kd.export_student(unbuilt, tmp_path / "s")
+    with pytest.raises(TypeError, match="keras.Model"):
+        kd.export_student("student.keras", tmp_path / "s")
+    with pytest.raises(ValueError, match="ending in '.tflite'"):
+        kd.export_student(distiller, tmp_path / "s.lite", format="tflite")
+    inputs = [keras.Input((2,)), keras.Input((3,))]
+    two_inputs = keras.Model(
+        inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(inputs))
+    )
+    with pytest.raises(ValueError, match="one input and one output"):
+        kd.export_student(two_inputs, tmp_path / "s")
+
+
+def test_file_that_the_interpreter_cannot_run(tmp_path):
+    """A student with an op outside the TFLite builtins needs the Flex
+    delegate, which the LiteRT interpreter does not link."""
+    inputs = keras.Input((3, 3))
+    outputs = keras.layers.Lambda(lambda m: tf.linalg.det(m)[:, None])(inputs)
+    student = keras.Model(inputs, outputs)
+    path = tmp_path / "s.tflite"
+    with pytest.raises(RuntimeError, match="does not run in the interpreter"):
+        kd.export_student(student, path, format="tflite")
+    assert path.exists()

@@ -75,6 +75,11 @@ def main(argv=None):
     print()
     print(demo.describe(results))
     print(kerasdistill.format_report(figures))
+    tflite = kerasdistill.export_student(
+        results["student"], os.path.join(args.output, "student.tflite"),
+        format="tflite", sample_inputs=results["data"]["x_test"], overwrite=True,
+    )
+    print(f"Student as TFLite: {tflite}")
     print(f"Report written to {figures['files']['markdown']}")
     return 0
 

@@ -26,6 +26,9 @@ def test_demo_prints_the_table_and_writes_the_report(capsys, tmp_path):
     for name in ("report.md", "accuracy_vs_size.png", "confidence.png", "training.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert f"Report written to {tmp_path / 'report.md'}" in out
+    tflite = tmp_path / "student.tflite"
+    assert f"Student as TFLite: tflite (float32) {tflite}: " in out
+    assert f"{tflite.stat().st_size / 1024:.1f} KiB" in out
 
 
 def test_demo_rejects_a_bad_fraction():

@@ -25,7 +25,8 @@ class DistillationLoss(keras.layers.Layer):
 
     Subclasses implement `call(teacher_outputs, student_outputs)` and return
     one loss value per sample (shape `(batch,)`); a `call` that also takes
-    `y_true` receives the labels (or `None` on a transfer set without them).
+    `y_true` receives the labels (or `None` on a transfer set without them),
+    one that takes `training` whether the step trains.
     A loss is a Keras `Layer` so that its state (a temperature variable, a
     learned adapter) is tracked, trained and saved with the `Distiller`. It is
     never called as a layer: the `Distiller` calls `compute_loss`, which
@@ -63,7 +64,12 @@ class DistillationLoss(keras.layers.Layer):
         )
 
     def compute_loss(
-        self, teacher_outputs, student_outputs, sample_weight=None, y_true=None
+        self,
+        teacher_outputs,
+        student_outputs,
+        sample_weight=None,
+        y_true=None,
+        training=None,
     ):
         """Returns the scalar loss, weighted by `sample_weight` and reduced.
 
@@ -72,16 +78,19 @@ class DistillationLoss(keras.layers.Layer):
             student_outputs: The student's outputs (or tapped features).
             sample_weight: Optional per-sample weights, shape `(batch,)`.
             y_true: The labels, passed to a `call` that accepts `y_true`.
+            training: Whether this is a training step, passed to a `call`
+                that accepts `training` (e.g. for an adapter's batch norm).
 
         Returns:
             A float32 scalar tensor.
         """
         teacher_outputs = _to_float32(teacher_outputs)
         student_outputs = _to_float32(student_outputs)
-        if "y_true" in _call_arguments(self):
-            values = self.call(teacher_outputs, student_outputs, y_true=y_true)
-        else:
-            values = self.call(teacher_outputs, student_outputs)
+        arguments = _call_arguments(self)
+        kwargs = {"y_true": y_true} if "y_true" in arguments else {}
+        if "training" in arguments:
+            kwargs["training"] = training
+        values = self.call(teacher_outputs, student_outputs, **kwargs)
         return reduce_weighted_values(
             values,
             sample_weight=sample_weight,

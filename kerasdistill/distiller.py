@@ -48,8 +48,8 @@ class Distiller(keras.Model):
         student: The `keras.Model` to train.
         distillation_losses: A distillation loss or a list of them
             (`kerasdistill.LogitsDistillation`, `RegressionDistillation`,
-            `FeatureDistillation`, a `DistillationLoss` subclass, or a
-            `keras.distillation` loss).
+            `FeatureDistillation`, `DKD`, `DIST`, a `DistillationLoss`
+            subclass, or a `keras.distillation` loss).
         distillation_loss_weights: One weight >= 0 per loss. Defaults to 1.0
             each.
         student_loss_weight: `alpha`, in [0, 1]. Defaults to 0.5.

@@ -139,7 +139,7 @@ def similarity_preserving(teacher, student):
         Tung & Mori, "Similarity-Preserving Knowledge Distillation",
         ICCV 2019 (eqs. 2-4). https://arxiv.org/abs/1907.09682
     """
-    student = _require_batch(student, 2, "similarity_preserving")
+    student = require_batch(student, 2, "similarity_preserving")
     g_t = _l2_normalize(_gram_of_batch(teacher))
     g_s = _l2_normalize(_gram_of_batch(student))
     batch = ops.cast(ops.shape(g_t)[0], "float32")
@@ -173,7 +173,7 @@ def rkd_distance(teacher, student, delta=1.0):
         Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019
         (eqs. 4-5). https://arxiv.org/abs/1904.05068
     """
-    student = _require_batch(student, 2, "rkd_distance")
+    student = require_batch(student, 2, "rkd_distance")
     psi_t = _normalized_distances(_flat(teacher))
     psi_s = _normalized_distances(_flat(student))
     off_diagonal = 1.0 - ops.eye(ops.shape(psi_t)[0], dtype="float32")
@@ -208,7 +208,7 @@ def rkd_angle(teacher, student, delta=1.0):
         Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019
         (eqs. 6-7). https://arxiv.org/abs/1904.05068
     """
-    student = _require_batch(student, 3, "rkd_angle")
+    student = require_batch(student, 3, "rkd_angle")
     psi_t = _angles(_flat(teacher))
     psi_s = _angles(_flat(student))
     batch = ops.shape(psi_t)[0]
@@ -249,7 +249,7 @@ def pkt(teacher, student):
         Knowledge Transfer", ECCV 2018 (eqs. 7-10).
         https://arxiv.org/abs/1803.10837
     """
-    student = _require_batch(student, 2, "pkt")
+    student = require_batch(student, 2, "pkt")
     p = _conditional_probabilities(_flat(teacher))
     q = _conditional_probabilities(_flat(student))
     return ops.sum(
@@ -372,9 +372,10 @@ def _channel_gram(x):
     return ops.matmul(ops.transpose(features, (0, 2, 1)), features), positions
 
 
-def _require_batch(x, minimum, name):
-    """Refuses a batch smaller than `minimum`: statically when the batch size
-    is known, else when the step runs. XLA (`jit_compile=True`, the Keras
+def require_batch(x, minimum, name):
+    """Returns `x`, refusing a batch smaller than `minimum` (for a loss
+    `name` that compares samples): statically when the batch size is known,
+    else when the step runs. XLA (`jit_compile=True`, the Keras
     default on GPUs) drops run-time assertions: there, such a batch gives
     0 (the losses are finite for any batch size)."""
     message = (

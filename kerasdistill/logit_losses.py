@@ -11,7 +11,7 @@ from keras import ops
 
 from kerasdistill import checks
 from kerasdistill import losses
-from kerasdistill.feature_losses import _require_batch
+from kerasdistill.feature_losses import require_batch
 
 _MASK = 1e9
 
@@ -97,7 +97,7 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=1.0):
     inter = 1.0 - ops.sum(_centered_unit(y_s, -1) * _centered_unit(y_t, -1), -1)
     value = beta * inter
     if gamma:
-        y_s = _require_batch(y_s, 2, "DIST's intra-class relation (gamma > 0)")
+        y_s = require_batch(y_s, 2, "DIST's intra-class relation (gamma > 0)")
         batch = ops.cast(ops.shape(y_s)[0], "float32")
         products = _centered_unit(y_s, 0) * _centered_unit(y_t, 0)
         value = value + gamma * ops.mean(1.0 - batch * products, axis=-1)

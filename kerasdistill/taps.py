@@ -228,7 +228,7 @@ def _build_tap_model(model, paths):
             graph.input, [graph.output, features], name=f"{model.name}_taps"
         )
     inner = {
-        op_id: _build_tap_model(layer, {k: p for k, p in sub.items()})
+        op_id: _build_tap_model(layer, sub)
         for op_id, (layer, sub) in nested.items()
     }
     direct = {id(path[0]): key for key, path in paths.items() if len(path) == 1}

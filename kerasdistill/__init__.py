@@ -14,6 +14,8 @@ distiller.fit(x, y, epochs=10)
 import importlib.util
 
 from kerasdistill import callbacks
+from kerasdistill import feature_losses
+from kerasdistill import logit_losses
 from kerasdistill import losses
 from kerasdistill import recipes
 from kerasdistill import schedules
@@ -23,6 +25,8 @@ from kerasdistill.distiller import Distiller
 from kerasdistill.export import ExportReport
 from kerasdistill.export import export_student
 from kerasdistill.features import FeatureDistillation
+from kerasdistill.logit_losses import DIST
+from kerasdistill.logit_losses import DKD
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
 from kerasdistill.losses import RegressionDistillation
@@ -33,6 +37,8 @@ from kerasdistill.weighting import DifficultyWeighted
 __version__ = "0.1.0"
 
 __all__ = [
+    "DIST",
+    "DKD",
     "DifficultyWeighted",
     "Distiller",
     "DistillationLoss",
@@ -43,6 +49,8 @@ __all__ = [
     "callbacks",
     "export_student",
     "format_report",
+    "feature_losses",
+    "logit_losses",
     "losses",
     "recipes",
     "report",

@@ -93,8 +93,13 @@ def check_model_outputs_comparable(teacher, student, what, context):
         _compare_last_dim(t.shape, s.shape, what, context)
 
 
-def check_outputs_are_logits(model, role):
-    """Refuses a model that ends with a softmax when logits are expected."""
+def check_outputs_are_logits(model, role, fix=None):
+    """Refuses a model that ends with a softmax when logits are expected;
+    `fix` replaces the default advice (for `LogitsDistillation`)."""
+    fix = fix or (
+        "Pass `from_logits=False` to LogitsDistillation, or remove the "
+        "softmax from the model."
+    )
     for output in symbolic_outputs(model) or []:
         layer = output._keras_history.operation
         activation = getattr(layer, "activation", None)
@@ -104,8 +109,7 @@ def check_outputs_are_logits(model, role):
             raise ValueError(
                 f"Expected the {role}'s outputs to be logits, but its layer "
                 f"'{layer.name}' applies a softmax, so they are "
-                "probabilities. Pass `from_logits=False` to "
-                "LogitsDistillation, or remove the softmax from the model."
+                f"probabilities. {fix}"
             )
 
 

@@ -10,6 +10,7 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 
 from kerasdistill import checks
 from kerasdistill import compat
+from kerasdistill import ensemble
 from kerasdistill import losses
 from kerasdistill import taps
 
@@ -36,16 +37,25 @@ class Distiller(keras.Model):
     `evaluate()` use the student; the teacher is never updated (it is set
     non-trainable).
 
+    Several teachers may be given as a list: each runs once per step, and
+    with `teacher_combination="average"` their outputs and tapped features
+    are averaged (weighted by `teacher_weights`) before the losses, while
+    with `"per_teacher"` each loss is computed against every teacher and
+    the results are averaged by the same weights.
+
     Args:
-        teacher: A trained `keras.Model`.
+        teacher: A trained `keras.Model`, or a list of them.
         student: The `keras.Model` to train.
         distillation_losses: A distillation loss or a list of them
             (`kerasdistill.LogitsDistillation`, `RegressionDistillation`,
-            `FeatureDistillation`, a `DistillationLoss` subclass, or a
-            `keras.distillation` loss).
+            `FeatureDistillation`, `DKD`, `DIST`, a `DistillationLoss`
+            subclass, or a `keras.distillation` loss).
         distillation_loss_weights: One weight >= 0 per loss. Defaults to 1.0
             each.
         student_loss_weight: `alpha`, in [0, 1]. Defaults to 0.5.
+        teacher_weights: With several teachers, one weight >= 0 each
+            (normalized to sum to 1). Defaults to equal weights.
+        teacher_combination: `"average"` (default) or `"per_teacher"`.
         name: The model's name.
         **kwargs: Passed to `keras.Model`.
 
@@ -74,6 +84,8 @@ class Distiller(keras.Model):
         distillation_losses,
         distillation_loss_weights=None,
         student_loss_weight=0.5,
+        teacher_weights=None,
+        teacher_combination="average",
         name="distiller",
         **kwargs,
     ):
@@ -84,7 +96,9 @@ class Distiller(keras.Model):
                 "variable KERAS_BACKEND=tensorflow before importing keras."
             )
         super().__init__(name=name, **kwargs)
-        checks.check_model(teacher, "teacher")
+        teachers, teacher_weights = ensemble.check_teachers(
+            teacher, teacher_weights, teacher_combination
+        )
         checks.check_model(student, "student")
         checks.check_unit_interval(student_loss_weight, "student_loss_weight")
         distillation_losses = _as_list(distillation_losses, "distillation_losses")
@@ -102,24 +116,30 @@ class Distiller(keras.Model):
             )
         for weight in distillation_loss_weights:
             checks.check_non_negative(weight, "each distillation loss weight")
-        _check_same_inputs(teacher, student)
+        for model in teachers:
+            _check_same_inputs(model, student)
 
-        self.teacher = teacher
+        self.teacher = teacher if len(teachers) == 1 else teachers
         self.student = student
-        self.teacher.trainable = False
+        self.teacher_weights = teacher_weights
+        self.teacher_combination = teacher_combination
+        for model in teachers:
+            model.trainable = False
         self.distillation_losses = [
             compat.as_distillation_loss(loss) for loss in distillation_losses
         ]
         for loss in self.distillation_losses:
-            loss.validate_model_compatibility(teacher, student)
+            for model in teachers:
+                loss.validate_model_compatibility(model, student)
         self._student_loss_weight = _non_trainable("student_loss_weight", student_loss_weight)
         self._distillation_loss_weights = [
             _non_trainable(f"distillation_loss_weight_{i}", weight)
             for i, weight in enumerate(distillation_loss_weights)
         ]
         self._networks = {
-            "teacher": taps.TappedNetwork(
-                teacher, _layer_names(self.distillation_losses, "teacher"), "teacher"
+            "teacher": ensemble.teacher_network(
+                teachers, _layer_names(self.distillation_losses, "teacher"),
+                teacher_weights, teacher_combination,
             ),
             "student": taps.TappedNetwork(
                 student, _layer_names(self.distillation_losses, "student"), "student"
@@ -131,6 +151,13 @@ class Distiller(keras.Model):
         )
         if student.built:
             self.built = True
+
+    @property
+    def teachers(self):
+        """The teachers, as a list (of one for a single teacher)."""
+        if isinstance(self.teacher, (list, tuple)):
+            return list(self.teacher)
+        return [self.teacher]
 
     @property
     def student_loss_weight(self):
@@ -285,9 +312,9 @@ class Distiller(keras.Model):
 
     def _run(self, role, x, training):
         network = self._networks[role]
-        checks.check_dict_inputs(x, network.model, role)
+        checks.check_dict_inputs(x, self.student, "student")
         try:
-            outputs, features = network(x, training=training)
+            taps_ = network(x, training=training)
         except (ValueError, TypeError) as error:
             if role != "teacher":
                 raise
@@ -297,10 +324,9 @@ class Distiller(keras.Model):
                 "same inputs, or wrap the teacher in a model that maps the "
                 "student's inputs to its own (e.g. resizing)."
             ) from error
-        if role == "teacher":
-            outputs = tree.map_structure(ops.stop_gradient, outputs)
-            features = tree.map_structure(ops.stop_gradient, features)
-        return outputs, features
+        if role == "teacher":  # (outputs, features), or a list per teacher
+            taps_ = tree.map_structure(ops.stop_gradient, taps_)
+        return taps_
 
     def _student_loss(self, y, y_pred, sample_weight):
         if self._compile_loss is None:
@@ -321,16 +347,18 @@ class Distiller(keras.Model):
         self, teacher_taps, student_taps, y, sample_weight, training
     ):
         total = ops.zeros((), dtype="float32")
+        parts = ensemble.weighted_parts(self._networks["teacher"], teacher_taps)
         for loss, weight in zip(
             self.distillation_losses, self._distillation_loss_weights
         ):
-            teacher = _select(teacher_taps, getattr(loss, "teacher_layer_name", None))
             student = _select(student_taps, getattr(loss, "student_layer_name", None))
-            if hasattr(loss, "validate_outputs"):
-                loss.validate_outputs(teacher, student)
-            total = total + weight * self._one_loss(
-                loss, teacher, student, y, sample_weight, training
-            )
+            for teacher_weight, taps_ in parts:
+                teacher = _select(taps_, getattr(loss, "teacher_layer_name", None))
+                if hasattr(loss, "validate_outputs"):
+                    loss.validate_outputs(teacher, student)
+                total = total + weight * teacher_weight * self._one_loss(
+                    loss, teacher, student, y, sample_weight, training
+                )
         return total
 
     def _one_loss(self, loss, teacher, student, y, sample_weight, training):
@@ -381,7 +409,11 @@ class Distiller(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "teacher": _serialize_uncompiled(self.teacher),
+                "teacher": (
+                    [_serialize_uncompiled(t) for t in self.teacher]
+                    if isinstance(self.teacher, (list, tuple))
+                    else _serialize_uncompiled(self.teacher)
+                ),
                 "student": _serialize_uncompiled(self.student),
                 "distillation_losses": [
                     keras.saving.serialize_keras_object(loss)
@@ -391,6 +423,8 @@ class Distiller(keras.Model):
                     float(w.numpy()) for w in self._distillation_loss_weights
                 ],
                 "student_loss_weight": float(self._student_loss_weight.numpy()),
+                "teacher_weights": list(self.teacher_weights),
+                "teacher_combination": self.teacher_combination,
             }
         )
         return config
@@ -399,7 +433,11 @@ class Distiller(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for key in ("teacher", "student"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+            config[key] = (
+                [keras.saving.deserialize_keras_object(c) for c in config[key]]
+                if isinstance(config[key], list)
+                else keras.saving.deserialize_keras_object(config[key])
+            )
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(loss)
             for loss in config["distillation_losses"]

@@ -1,39 +1,75 @@
 """Intermediate-feature distillation: a student layer's output is pulled
 toward a teacher layer's output, both tapped in the networks' single
-forward pass."""
+forward pass, through a learned adapter when their shapes differ."""
 
 import keras
+import tensorflow as tf
 from keras import ops
+from keras import tree
 
-from kerasdistill import checks
+from kerasdistill import adapters
+from kerasdistill import feature_losses
 from kerasdistill import losses as losses_module
 from kerasdistill import taps
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class FeatureDistillation(losses_module.DistillationLoss):
-    """Hint loss between a teacher layer's and a student layer's outputs.
+    """Distills a teacher layer's output into a student layer's output.
 
-    The per-sample loss is the Keras loss `loss(teacher_features,
-    student_features)` averaged over every non-batch axis. With both layer
-    names `None`, the final outputs are compared. The tapped shapes must be
-    equal.
+    `loss` is one of the classic feature losses, by name:
+
+    | name | what | reference | shapes must share |
+    | --- | --- | --- | --- |
+    | `"mse"` | hint: mean squared difference | Romero et al. 2015 | all |
+    | `"cosine"` | `1 - cos` of the flattened features | Romero et al. 2015 | all |
+    | `"attention_transfer"` | normalized spatial attention maps | Zagoruyko & Komodakis 2017 | positions |
+    | `"similarity_preserving"` | batch similarity matrices | Tung & Mori 2019 | nothing |
+    | `"rkd_distance"`, `"rkd_angle"` | distances / angles between samples | Park et al. 2019 | nothing |
+    | `"pkt"` | conditional probability of neighbours | Passalis & Tefas 2018 | nothing |
+    | `"gram"` | channel Gram matrices | Gatys et al. 2016 | channels |
+
+    or any Keras loss (name, `keras.losses.Loss`, function `(y_true,
+    y_pred)`), averaged over the non-batch axes (shapes must be equal). See
+    `kerasdistill.feature_losses` for each formula.
+
+    Layers are named by their Keras name, or by a path
+    `"backbone/block2_out"` inside a nested model (a plain name is also
+    searched inside nested models). With both names `None`, the final
+    outputs are compared.
+
+    When the tapped shapes differ where the loss needs them equal,
+    `adapter="auto"` learns a projection of the student's feature into the
+    teacher's space: `Dense` for vectors, a 1x1 convolution (with
+    `BatchNormalization` if `adapter_batchnorm`) for sequences and feature
+    maps, after average pooling or bilinear resizing when heights and
+    widths differ. The adapter belongs to this loss: it trains with the
+    student (the `Distiller`'s trainable variables include it), is saved
+    with the `Distiller`, and is never part of `distiller.student`. It is
+    built from the symbolic shapes when the `Distiller` is created.
+
+    The relational losses (`similarity_preserving`, `rkd_*`, `pkt`) are not
+    per-sample: each sample gets its share of the batch's terms (its row,
+    its pairs, the angles at its vertex), `sample_weight` weights those
+    shares, and they need a batch of at least 2 (3 for `rkd_angle`).
 
     Args:
-        loss: A Keras loss: a name (`"mse"`, `"mae"`, `"cosine_similarity"`,
-            ...), a `keras.losses.Loss` or a function `(y_true, y_pred)`.
-            Defaults to `"mse"`.
-        teacher_layer_name: Name of the teacher layer to tap, or `None` for
-            the final output.
-        student_layer_name: Name of the student layer to tap, or `None` for
-            the final output.
+        loss: A feature-loss name above or a Keras loss. Defaults to `"mse"`.
+        teacher_layer_name: The teacher layer (name or path) to tap, or
+            `None` for the final output.
+        student_layer_name: The student layer to tap, or `None`.
+        adapter: `"auto"` (default), `None` (shapes must already match) or
+            a `keras.layers.Layer` applied to the student's feature.
+        adapter_batchnorm: Whether an automatic adapter for sequences and
+            feature maps ends with `BatchNormalization`. Defaults to False.
         name: Optional name.
 
     Example:
 
     ```python
     hint = kerasdistill.FeatureDistillation(
-        loss="mse", teacher_layer_name="t_hidden", student_layer_name="s_hidden"
+        loss="attention_transfer",
+        teacher_layer_name="block3_out", student_layer_name="block2_out",
     )
     distiller = kerasdistill.Distiller(
         teacher, student, [kerasdistill.LogitsDistillation(), hint],
@@ -43,7 +79,7 @@ class FeatureDistillation(losses_module.DistillationLoss):
 
     Reference:
         Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
-        https://arxiv.org/abs/1412.6550
+        https://arxiv.org/abs/1412.6550 (and the papers of the losses above)
     """
 
     def __init__(
@@ -51,54 +87,137 @@ class FeatureDistillation(losses_module.DistillationLoss):
         loss="mse",
         teacher_layer_name=None,
         student_layer_name=None,
+        adapter="auto",
+        adapter_batchnorm=False,
         name=None,
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         if isinstance(loss, dict) and "class_name" in loss:
             loss = keras.losses.deserialize(loss)
-        self._loss_fn = _resolve_keras_loss(loss)
+        self._loss_fn, self._match = _resolve_loss(loss)
+        if isinstance(adapter, dict) and "class_name" in adapter:
+            adapter = keras.saving.deserialize_keras_object(adapter)
+        if not (adapter is None or adapter == "auto"
+                or isinstance(adapter, keras.layers.Layer)):
+            raise TypeError(
+                "Expected `adapter` to be 'auto', None or a keras Layer. "
+                f"Received: adapter={adapter!r} of type {type(adapter).__name__}"
+            )
+        if not isinstance(adapter_batchnorm, bool):
+            raise TypeError(
+                "Expected `adapter_batchnorm` to be True or False. Received: "
+                f"adapter_batchnorm={adapter_batchnorm!r}"
+            )
         self.loss = loss
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
+        self._adapter_mode = "layer" if isinstance(adapter, keras.layers.Layer) else adapter
+        self.adapter_batchnorm = adapter_batchnorm
+        self.adapter = adapter if self._adapter_mode == "layer" else None
+        self._adapted_shapes = None  # (teacher, student) shapes, once resolved
 
-    def call(self, teacher_outputs, student_outputs):
+    def call(self, teacher_outputs, student_outputs, training=None):
+        if self._adapted_shapes is None:
+            self._resolve(tuple(teacher_outputs.shape[1:]),
+                          tuple(student_outputs.shape[1:]), at_call=True)
+        if self.adapter is not None:
+            student_outputs = ops.cast(
+                self.adapter(student_outputs, training=training), "float32"
+            )
         values = self._loss_fn(teacher_outputs, student_outputs)
         if len(values.shape) > 1:
             values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
         return values
 
     def validate_outputs(self, teacher_outputs, student_outputs):
-        teacher_shape = tuple(teacher_outputs.shape[1:])
-        student_shape = tuple(student_outputs.shape[1:])
-        if None not in teacher_shape + student_shape and (
-            teacher_shape != student_shape
-        ):
-            raise ValueError(self._shape_message(teacher_shape, student_shape))
+        for outputs, role in ((teacher_outputs, "teacher"), (student_outputs, "student")):
+            if not hasattr(outputs, "shape"):
+                raise ValueError(self._not_one_tensor(role, outputs))
 
     def validate_model_compatibility(self, teacher, student):
-        teacher_shape = self._tapped_shape(teacher, self.teacher_layer_name, "teacher")
-        student_shape = self._tapped_shape(student, self.student_layer_name, "student")
-        if teacher_shape is None or student_shape is None:
+        teacher_spec = taps.feature_spec(teacher, self.teacher_layer_name, "teacher")
+        student_spec = taps.feature_spec(student, self.student_layer_name, "student")
+        for spec, role in ((teacher_spec, "teacher"), (student_spec, "student")):
+            if spec is not None and not hasattr(spec, "shape"):
+                raise ValueError(self._not_one_tensor(role, spec))
+        if teacher_spec is None or student_spec is None:
+            if self._adapter_mode == "layer":
+                raise ValueError(
+                    f"{type(self).__name__}: expected the tapped shapes to "
+                    "build the adapter before training. Received a subclassed "
+                    "model that was never called. Call the teacher and the "
+                    "student on a batch before creating the Distiller."
+                )
+            return  # shapes are checked at the first step
+        self._resolve(tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:]))
+
+    def _resolve(self, teacher_shape, student_shape, at_call=False):
+        """Builds (or checks) the adapter for these tapped shapes."""
+        if (teacher_shape, student_shape) == self._adapted_shapes:
             return
-        if None not in teacher_shape + student_shape and (
-            teacher_shape != student_shape
+        if self._adapted_shapes is not None and (
+            self.adapter is not None
+            or adapters.mismatch(student_shape, teacher_shape, self._match)
         ):
-            raise ValueError(self._shape_message(teacher_shape, student_shape))
+            raise ValueError(
+                f"{type(self).__name__}: it was set up (with its adapter, if "
+                f"any) for a teacher feature of shape {self._adapted_shapes[0]} "
+                f"and a student feature of shape {self._adapted_shapes[1]}. "
+                f"Received {teacher_shape} and {student_shape}. Tap layers of "
+                "the same shape in every teacher, or use a new loss object."
+            )
+        if self._adapter_mode == "layer":
+            adapted = tuple(
+                self.adapter(keras.KerasTensor((None, *student_shape))).shape[1:]
+            )
+            if adapters.mismatch(adapted, teacher_shape, self._match):
+                raise ValueError(
+                    f"{type(self).__name__}: expected the adapter to map the "
+                    f"student's feature {student_shape} onto the teacher's "
+                    f"{teacher_shape} ({self._what()}). Received an adapter "
+                    f"output of shape {adapted}."
+                )
+        elif adapters.mismatch(student_shape, teacher_shape, self._match):
+            if self._adapter_mode is None:
+                raise ValueError(
+                    f"{type(self).__name__}: expected the tapped teacher and "
+                    f"student features to have {self._what()} with "
+                    f"adapter=None. Received: teacher "
+                    f"'{self.teacher_layer_name or 'output'}' {teacher_shape}, "
+                    f"student '{self.student_layer_name or 'output'}' "
+                    f"{student_shape}. Pass adapter='auto' to learn a "
+                    "projection, or tap layers of matching shapes."
+                )
+            if at_call and not tf.executing_eagerly():
+                raise ValueError(
+                    f"{type(self).__name__}: adapter='auto' must be built before "
+                    "training, but the tapped shapes were unknown when the "
+                    f"Distiller was created (teacher {teacher_shape}, student "
+                    f"{student_shape} at the first step). Call the teacher "
+                    "and the student on a batch before creating the Distiller."
+                )
+            self.adapter = adapters.build_adapter(
+                student_shape, teacher_shape, self._match,
+                self.adapter_batchnorm, name=f"{self.name}_adapter",
+            )
+        if self._adapted_shapes is None:
+            self._adapted_shapes = (teacher_shape, student_shape)
 
-    def _tapped_shape(self, model, layer_name, role):
-        if layer_name is None:
-            outputs = checks.symbolic_outputs(model)
-            return tuple(outputs[0].shape[1:]) if outputs else None
-        return tuple(taps.find_layer(model, layer_name, role).output.shape[1:])
+    def _what(self):
+        return {
+            "shape": "the same shape",
+            "spatial": "the same positions (all axes but the channels)",
+            "channels": "the same channels (last axis)",
+        }[self._match]
 
-    def _shape_message(self, teacher_shape, student_shape):
+    def _not_one_tensor(self, role, outputs):
+        name = getattr(self, f"{role}_layer_name") or "output"
+        shapes = tree.map_structure(lambda x: tuple(getattr(x, "shape", ())), outputs)
         return (
-            f"FeatureDistillation: expected the tapped teacher and student "
-            f"features to have the same shape. Received: teacher "
-            f"'{self.teacher_layer_name or 'output'}' {teacher_shape}, "
-            f"student '{self.student_layer_name or 'output'}' "
-            f"{student_shape}. Tap layers of equal width."
+            f"{type(self).__name__} compares one tensor per network. Received "
+            f"several from the {role} ('{name}': {shapes}). Name one layer "
+            f"with {role}_layer_name=."
         )
 
     def get_config(self):
@@ -106,28 +225,43 @@ class FeatureDistillation(losses_module.DistillationLoss):
         loss = self.loss
         if not isinstance(loss, str):
             loss = keras.losses.serialize(loss)
+        adapter = self._adapter_mode
+        if adapter == "layer":
+            adapter = keras.saving.serialize_keras_object(self.adapter)
         config.update(
             {
                 "loss": loss,
                 "teacher_layer_name": self.teacher_layer_name,
                 "student_layer_name": self.student_layer_name,
+                "adapter": adapter,
+                "adapter_batchnorm": self.adapter_batchnorm,
             }
         )
         return config
 
 
-def _resolve_keras_loss(loss):
-    """Returns a function `(y_true, y_pred) -> per-sample values`."""
+def _resolve_loss(loss):
+    """Returns `(per-sample function (teacher, student), what must match)`."""
+    if isinstance(loss, str) and loss in feature_losses.FEATURE_LOSSES:
+        return feature_losses.FEATURE_LOSSES[loss]
     if isinstance(loss, keras.losses.Loss):
-        return loss.call
+        return loss.call, "shape"
     if isinstance(loss, str):
-        function = keras.losses.get(loss)
+        try:
+            function = keras.losses.get(loss)
+        except ValueError:
+            function = None
         if function is None:
-            raise ValueError(f"Expected a Keras loss name. Received: loss={loss!r}")
-        return function
+            raise ValueError(
+                "Expected a feature-loss name "
+                f"{sorted(feature_losses.FEATURE_LOSSES)} or a Keras loss "
+                f"name. Received: loss={loss!r}"
+            )
+        return function, "shape"
     if callable(loss):
-        return loss
+        return loss, "shape"
     raise TypeError(
-        "Expected `loss` to be a Keras loss name, a `keras.losses.Loss` or a "
-        f"function. Received: loss={loss!r} of type {type(loss).__name__}"
+        "Expected `loss` to be a feature-loss name, a Keras loss name, a "
+        "`keras.losses.Loss` or a function. Received: "
+        f"loss={loss!r} of type {type(loss).__name__}"
     )

@@ -1,14 +1,33 @@
 """Taps: one forward pass of a network yields its output and the outputs of
 the intermediate layers that the distillation losses name.
 
-For a functional or Sequential model with tapped layers, a multi-output
-functional model is built once over the same layers (so the weights are the
-user's own). A network with no tapped layer is called as it is.
+A layer is named by its Keras name (`"block2_out"`). A layer inside a nested
+model (a backbone model used as a layer) is named by its path,
+`"backbone/block2_out"`, or by its plain name when no top-level layer has
+that name and exactly one nested model holds it (it is searched
+recursively). Keras forbids `/` in layer names, so paths are unambiguous.
+
+For a functional or Sequential model, a multi-output functional model is
+built once over the user's own layers (so the weights are shared). When a
+tapped layer sits inside a nested model, that nested model's call is
+replaced, in a re-traced copy of the outer graph, by a multi-output model
+over the nested model's own layers: the network still runs once.
+
+A subclassed model has no graph to tap. It can still be tapped when its
+`call` accepts `return_features=False` and, with `return_features=True`,
+returns `(outputs, {name: tensor})`; the names are then the dict's keys.
 """
 
 import difflib
+import inspect
 
 import keras
+from keras import tree
+from keras.src import backend as keras_backend
+from keras.src.models.functional import Functional
+from keras.src.ops.function import make_node_key
+
+SEPARATOR = "/"
 
 
 class TappedNetwork:
@@ -16,15 +35,16 @@ class TappedNetwork:
 
     Args:
         model: A `keras.Model`.
-        layer_names: Names of the layers whose outputs are needed.
+        layer_names: Names (or `"outer/inner"` paths) of the layers whose
+            outputs are needed.
         role: `"teacher"` or `"student"`, used in error messages.
 
     Example:
 
     ```python
-    tapped = TappedNetwork(teacher, ["block2_out"], role="teacher")
+    tapped = TappedNetwork(teacher, ["backbone/block2_out"], role="teacher")
     outputs, features = tapped(x, training=False)
-    features["block2_out"]
+    features["backbone/block2_out"]
     ```
     """
 
@@ -32,66 +52,314 @@ class TappedNetwork:
         self.model = model
         self.layer_names = list(dict.fromkeys(layer_names))
         self.role = role
-        self._tap_model = (
-            _build_tap_model(model, self.layer_names, role)
-            if self.layer_names
-            else None
-        )
+        self._tap_model = None
+        if not self.layer_names:
+            return
+        if is_graph_network(model):
+            paths = {name: resolve_path(model, name, role) for name in self.layer_names}
+            self._tap_model = _build_tap_model(model, paths)
+        elif not returns_features(model):
+            raise ValueError(_subclassed_message(model, self.layer_names, role))
 
     def __call__(self, inputs, training):
-        if self._tap_model is None:
+        if not self.layer_names:
             return self.model(inputs, training=training), {}
+        if self._tap_model is None:  # a feature-returning subclassed model
+            outputs, features = _call_returning_features(
+                self.model, inputs, training, self.role
+            )
+            return outputs, select_features(
+                features, self.layer_names, self.model, self.role
+            )
         outputs, features = self._tap_model(inputs, training=training)
         return outputs, features
 
 
-def _build_tap_model(model, layer_names, role):
-    if not _is_graph_network(model):
-        raise ValueError(
-            f"Expected the {role} to be a functional or Sequential model to "
-            f"tap its layers {layer_names}. Received a subclassed model "
-            f"'{model.name}' ({type(model).__name__}), whose layer outputs "
-            "are not part of a graph. Rebuild it with the functional API "
-            "(keras.Model(inputs, outputs)), or distill its final outputs "
-            "only."
-        )
-    features = {name: find_layer(model, name, role).output for name in layer_names}
-    return keras.Model(
-        model.input, [model.output, features], name=f"{model.name}_taps"
-    )
-
-
-def find_layer(model, layer_name, role):
-    """Returns the layer of `model` named `layer_name`, with a clear error.
+def feature_spec(model, layer_name, role):
+    """The symbolic output (shape, dtype) of a tapped layer, or of the
+    model's outputs when `layer_name` is `None`; `None` when unknown (a
+    subclassed model that was never built).
 
     Example:
 
     ```python
-    layer = find_layer(student, "dense_1", role="student")
+    spec = feature_spec(teacher, "backbone/block2_out", "teacher")
+    spec.shape  # (None, 4, 4, 32)
     ```
     """
-    names = [layer.name for layer in model.layers]
-    if layer_name not in names:
-        close = difflib.get_close_matches(layer_name, names, n=3, cutoff=0.4)
-        hint = f" Did you mean {close}?" if close else ""
-        raise ValueError(
-            f"Expected a layer named '{layer_name}' in the {role} "
-            f"'{model.name}'. Received no such layer.{hint} Available "
-            f"layers: {names}"
+    if is_graph_network(model):
+        if layer_name is None:
+            return model.output
+        path = resolve_path(model, layer_name, role)
+        container = model if len(path) == 1 else path[-2]
+        node = _graph_node(container, path[-1], role, layer_name)
+        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
+    inputs = _symbolic_inputs(model)
+    if inputs is None:
+        return None
+    if layer_name is None:
+        return keras_backend.compute_output_spec(
+            lambda x: model(x, training=False), inputs
         )
-    layer = model.get_layer(layer_name)
-    if len(layer._inbound_nodes) > 1:
+    if not returns_features(model):
+        raise ValueError(_subclassed_message(model, [layer_name], role))
+    _, features = keras_backend.compute_output_spec(
+        lambda x: _call_returning_features(model, x, False, role), inputs
+    )
+    return select_features(features, [layer_name], model, role)[layer_name]
+
+
+def find_layer(model, layer_name, role):
+    """Returns the layer of `model` named `layer_name` (a name or an
+    `"outer/inner"` path), with a clear error when there is none or when
+    it is shared.
+
+    Example:
+
+    ```python
+    layer = find_layer(student, "backbone/block2_out", role="student")
+    ```
+    """
+    return resolve_path(model, layer_name, role)[-1]
+
+
+def resolve_path(model, layer_name, role):
+    """Returns the layers from `model` down to `layer_name`: `[layer]` for
+    a top-level layer, `[backbone, layer]` for one inside a nested model."""
+    if not isinstance(layer_name, str) or not layer_name:
+        raise TypeError(
+            f"Expected a layer name (a non-empty string) to tap in the {role}. "
+            f"Received: {layer_name!r}"
+        )
+    if SEPARATOR in layer_name:
+        path = _follow(model, layer_name, role)
+    else:
+        matches = [p for p in _paths(model) if p[-1].name == layer_name]
+        top_level = [p for p in matches if len(p) == 1]
+        if top_level:
+            matches = top_level
+        if not matches:
+            raise ValueError(_unknown_message(model, layer_name, role))
+        if len(matches) > 1:
+            found = sorted(_path_name(p) for p in matches)
+            raise ValueError(
+                f"Expected one layer named '{layer_name}' in the {role} "
+                f"'{model.name}'. Received {len(matches)} nested layers with "
+                f"that name: {found}. Name the one you mean by its path, "
+                f"e.g. '{found[0]}'."
+            )
+        path = matches[0]
+    container = model
+    for layer in path:
+        _graph_node(container, layer, role, layer_name)
+        container = layer
+    return path
+
+
+def is_graph_network(model):
+    """Whether `model` is a functional or a built Sequential model."""
+    if isinstance(model, keras.Sequential):
+        try:
+            return bool(model.inputs)
+        except (AttributeError, ValueError):
+            return False
+    return isinstance(model, Functional)
+
+
+def returns_features(model):
+    """Whether a subclassed model follows the feature-returning convention:
+    its `call` accepts `return_features`."""
+    return "return_features" in inspect.signature(model.call).parameters
+
+
+def select_features(features, layer_names, model, role):
+    """Picks `layer_names` from the dict a feature-returning model gave."""
+    if not isinstance(features, dict):
+        raise ValueError(
+            f"Expected the {role} '{model.name}' called with "
+            "`return_features=True` to return `(outputs, {name: tensor})`. "
+            f"Received features of type {type(features).__name__}."
+        )
+    for name in layer_names:
+        if name not in features:
+            raise ValueError(
+                _unknown_message(model, name, role, names=sorted(features))
+            )
+    return {name: features[name] for name in layer_names}
+
+
+def _call_returning_features(model, inputs, training, role):
+    result = model(inputs, training=training, return_features=True)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise ValueError(
+            f"Expected the {role} '{model.name}' called with "
+            "`return_features=True` to return a pair `(outputs, {name: "
+            f"tensor}})`. Received: {type(result).__name__}."
+        )
+    return result
+
+
+def _symbolic_inputs(model):
+    """Symbolic inputs of a built subclassed model, from its build config."""
+    if not model.built:
+        return None
+    config = model.get_build_config() or {}
+    if "input_shape" not in config:
+        return None
+    return tree.map_shape_structure(
+        lambda shape: keras.KerasTensor((None, *shape[1:])), config["input_shape"]
+    )
+
+
+def _build_tap_model(model, paths):
+    """A functional model returning `[outputs, {key: features}]` for the
+    `{key: [layer, ...]}` paths, over `model`'s own layers."""
+    graph = _as_functional(model)
+    nested = {}
+    for key, path in paths.items():
+        if len(path) > 1:
+            nested.setdefault(id(path[0]), (path[0], {}))[1][key] = path[1:]
+    if not nested:
+        features = {}
+        for key, (layer,) in paths.items():
+            node = _graph_node(graph, layer, "model", key)
+            features[key] = node.outputs[0] if len(node.outputs) == 1 else node.outputs
+        return keras.Model(
+            graph.input, [graph.output, features], name=f"{model.name}_taps"
+        )
+    inner = {
+        op_id: _build_tap_model(layer, sub)
+        for op_id, (layer, sub) in nested.items()
+    }
+    direct = {id(path[0]): key for key, path in paths.items() if len(path) == 1}
+    features = {}
+
+    def call_fn(op, *args, **kwargs):
+        if id(op) in inner:
+            outputs, inner_features = inner[id(op)](*args, **kwargs)
+            features.update(inner_features)
+        else:
+            outputs = op(*args, **kwargs)
+        if id(op) in direct:
+            features[direct[id(op)]] = outputs
+        return outputs
+
+    inputs = tree.map_structure(_fresh_input, graph.input)
+    # The outer graph is re-traced with the nested model's call replaced
+    # (Keras's own graph walk); every other layer is the user's own.
+    outputs = graph._run_through_graph(tree.flatten(inputs), call_fn=call_fn)
+    features = {key: features[key] for key in paths}
+    return keras.Model(inputs, [outputs, features], name=f"{model.name}_taps")
+
+
+def _fresh_input(tensor):
+    layer = tensor._keras_history.operation
+    return keras.Input(
+        batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse,
+        name=layer.name,
+    )
+
+
+def _as_functional(model):
+    if isinstance(model, Functional):
+        return model
+    inputs, outputs = model.inputs, model.outputs  # a Sequential model
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=model.name,
+    )
+
+
+def _graph_node(container, layer, role, layer_name):
+    """The one node of `layer` inside `container`'s graph; a shared layer
+    (several nodes in that graph) is refused."""
+    graph = _as_functional(container)
+    nodes = [
+        node for index, node in enumerate(layer._inbound_nodes)
+        if make_node_key(layer, index) in graph._nodes
+    ]
+    if len(nodes) > 1:
         raise ValueError(
             f"Expected the {role}'s layer '{layer_name}' to be used once, "
-            f"but it is shared ({len(layer._inbound_nodes)} call sites), so "
-            "its output is ambiguous. Tap a layer that follows the call you "
-            "mean (e.g. an Identity or Activation layer added after it)."
+            f"but '{layer.name}' is shared ({len(nodes)} call sites in "
+            f"'{container.name}'), so its output is ambiguous. Tap a layer "
+            "that follows the call you mean (e.g. an Identity or Activation "
+            "layer added after it)."
         )
-    return layer
+    return nodes[0]
 
 
-def _is_graph_network(model):
-    try:
-        return bool(model.inputs) and bool(model.outputs)
-    except (AttributeError, ValueError):
-        return False
+def _paths(model, prefix=()):
+    """Every `[outer, ..., layer]` path in `model`, descending into nested
+    functional and Sequential models."""
+    for layer in model.layers:
+        path = (*prefix, layer)
+        yield list(path)
+        if isinstance(layer, keras.Model) and is_graph_network(layer):
+            yield from _paths(layer, path)
+
+
+def _path_name(path):
+    return SEPARATOR.join(layer.name for layer in path)
+
+
+def _follow(model, layer_name, role):
+    parts = layer_name.split(SEPARATOR)
+    path, container = [], model
+    for depth, part in enumerate(parts):
+        children = {layer.name: layer for layer in container.layers}
+        if part not in children:
+            raise ValueError(_unknown_message(model, layer_name, role))
+        layer = children[part]
+        path.append(layer)
+        is_last = depth == len(parts) - 1
+        if not is_last and not (
+            isinstance(layer, keras.Model) and is_graph_network(layer)
+        ):
+            raise ValueError(
+                f"Expected '{SEPARATOR.join(parts[: depth + 1])}' in the {role} "
+                f"'{model.name}' to be a functional or Sequential model "
+                f"holding '{parts[depth + 1]}'. Received a "
+                f"{type(layer).__name__}, whose inner layers cannot be tapped."
+            )
+        container = layer
+    return path
+
+
+def _unknown_message(model, layer_name, role, names=None):
+    kind = "features" if names is not None else "layers"
+    if names is None:
+        names = [_path_name(p) for p in _paths(model)]
+    leaves = {name.rsplit(SEPARATOR, 1)[-1]: name for name in names}
+    close = difflib.get_close_matches(layer_name, names, n=3, cutoff=0.4)
+    close += [
+        leaves[leaf]
+        for leaf in difflib.get_close_matches(
+            layer_name.rsplit(SEPARATOR, 1)[-1], list(leaves), n=3, cutoff=0.6
+        )
+        if leaves[leaf] not in close
+    ]
+    hint = f" Did you mean {close[:3]}?" if close else ""
+    return (
+        f"Expected a layer named '{layer_name}' in the {role} "
+        f"'{model.name}'. Received no such layer.{hint} Available {kind}: "
+        f"{names}"
+    )
+
+
+def _subclassed_message(model, layer_names, role):
+    return (
+        f"Expected the {role} to be a functional or Sequential model to tap "
+        f"its layers {layer_names}. Received a subclassed model "
+        f"'{model.name}' ({type(model).__name__}), whose layer outputs are "
+        "not part of a graph. Either give its `call` a `return_features` "
+        "argument that returns `(outputs, {name: tensor})`:\n\n"
+        "    def call(self, x, training=None, return_features=False):\n"
+        "        h = self.block1(x)\n"
+        "        outputs = self.head(h)\n"
+        "        return (outputs, {'block1': h}) if return_features else outputs\n\n"
+        "or rebuild it with the functional API over its own layers (weights "
+        "shared), e.g. `inputs = keras.Input(shape); h = model.block1(inputs); "
+        "keras.Model(inputs, model.head(h))`."
+    )

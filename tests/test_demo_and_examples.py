@@ -50,3 +50,16 @@ def test_example_runs(script, capsys):
     module["main"](epochs=2)
     out = capsys.readouterr().out
     assert "student, labels only" in out and "student, distilled" in out
+
+
+@pytest.mark.slow
+def test_feature_distillation_example_runs(capsys):
+    module = runpy.run_path(str(ROOT / "examples" / "feature_distillation.py"))
+    module["main"](epochs=1)
+    out = capsys.readouterr().out
+    for row in ("student, labels only", "student, logits KD",
+                "student, logits + features KD", "adapters (trained with the student"):
+        assert row in out
+    accuracies = [float(line.split()[-1]) for line in out.splitlines()
+                  if line.startswith(("teacher", "student"))]
+    assert len(accuracies) == 4 and all(0.0 <= a <= 1.0 for a in accuracies)

@@ -167,7 +167,9 @@ class Distiller(keras.Model):
         `loss` may be omitted when training on inputs without labels, or when
         `student_loss_weight` is 0. When the student uses the
         `mixed_float16` policy, the optimizer is wrapped in a
-        `keras.optimizers.LossScaleOptimizer`.
+        `keras.optimizers.LossScaleOptimizer`. Under a distribution strategy
+        it runs in the Distiller's `strategy.scope()`, so it may be called
+        outside it (an optimizer instance must then be created inside).
 
         Args:
             optimizer: An optimizer name or instance.
@@ -183,12 +185,14 @@ class Distiller(keras.Model):
         ```
         """
         distribute.check_compile(self._distribute_strategy, kwargs)
-        optimizer = keras.optimizers.get(optimizer)
-        if self.student.dtype_policy.name == "mixed_float16" and not isinstance(
-            optimizer, keras.optimizers.LossScaleOptimizer
-        ):
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        with distribute.scope(self._distribute_strategy):  # as tf.keras did
+            optimizer = keras.optimizers.get(optimizer)
+            distribute.check_optimizer(self._distribute_strategy, optimizer)
+            if self.student.dtype_policy.name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def compile_from_config(self, config):
         """Compiles from `get_compile_config()` (used when loading)."""

@@ -10,13 +10,16 @@ The rules, checked when the `Distiller` is created and compiled:
 - The teacher may be created (or loaded) inside or outside the scope; it is
   only read. Inside is faster with several GPUs (each reads its own copy)
   and needed on TPUs.
-- `compile()` may be called inside or outside the scope, but not inside the
-  scope of another strategy than the `Distiller`'s.
+- `compile()` may be called inside or outside the scope (it enters the
+  `Distiller`'s), but not inside the scope of another strategy; an optimizer
+  instance must be created inside the scope.
 
 Losses are reduced as Keras reduces its own: each replica's loss is its
 batch mean divided by the number of replicas, so the gradients summed over
 the replicas are those of the global batch.
 """
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -130,6 +133,47 @@ def check_compile(strategy, compile_kwargs):
             "run on several replicas (its multi-step loop fails with 'You "
             "must feed a value for placeholder tensor'). Use "
             "steps_per_execution=1 (the default), or train on one device."
+        )
+
+
+def scope(strategy):
+    """`strategy.scope()`, or a null context when `strategy` is `None`.
+
+    Example:
+
+    ```python
+    with kerasdistill.distribute.scope(distiller.distribute_strategy):
+        optimizer = keras.optimizers.get("adam")
+    ```
+    """
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def check_optimizer(strategy, optimizer):
+    """Raises a `ValueError` naming the fix when `optimizer` was created in
+    another `strategy.scope()` than the Distiller's (or in one when the
+    Distiller was created outside any).
+
+    Example:
+
+    ```python
+    kerasdistill.distribute.check_optimizer(
+        distiller.distribute_strategy, keras.optimizers.Adam()
+    )
+    ```
+    """
+    for variable in optimizer.variables:
+        owner = _strategy_of(variable)
+        if owner is strategy:
+            continue
+        where = "outside any scope" if owner is None else f"under {_describe(owner)}"
+        distiller = "outside any scope" if strategy is None else f"under {_describe(strategy)}"
+        raise ValueError(
+            "Expected the optimizer to be created in the `strategy.scope()` "
+            f"of the Distiller. Received an optimizer created {where} for a "
+            f"Distiller created {distiller}. Pass the optimizer's name to "
+            "compile() (e.g. optimizer=\"adam\"), or create the optimizer "
+            "inside the `with strategy.scope():` block."
         )
 
 

@@ -124,7 +124,8 @@ def logits_and_feature(scope, teacher_scope):
 def batch_mean_losses(scope, teacher_scope):
     """Losses that reduce to one value per batch with a plain mean: a
     `keras.distillation` loss and a `kerasdistill.DistillationLoss` whose
-    `call` returns a scalar. Each must count once, not once per replica."""
+    `call` returns a scalar. Each must count once, not once per replica.
+    Compiled outside the scope."""
     class MeanGap(keras.distillation.DistillationLoss):
         def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
             return keras.ops.mean(keras.ops.abs(teacher_outputs - student_outputs))
@@ -139,10 +140,10 @@ def batch_mean_losses(scope, teacher_scope):
         distiller = kd.Distiller(
             teacher, _mlp("student", [8]), [MeanGap(), MeanSquaredGap()]
         )
-        distiller.compile(
-            keras.optimizers.SGD(0.1, momentum=0.9),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
+    distiller.compile(  # outside the scope: compile() enters the Distiller's
+        {"class_name": "SGD", "config": {"learning_rate": 0.1, "momentum": 0.9}},
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     x, y, _ = _data()
     return distiller, dict(x=x, y=y, validation_data=(x, y))
 

@@ -259,8 +259,20 @@ def _place(strategy, where):
 @pytest.mark.parametrize("outside", ["teacher", "loss"])
 def test_teacher_and_losses_may_be_created_outside_the_scope(strategy, outside):
     distiller = _place(strategy, {outside: False})
-    distiller.compile("sgd", SPARSE_CE)  # outside the scope is fine too
+    distiller.compile("adam", SPARSE_CE)  # outside the scope is fine too
     assert distiller.distribute_strategy is strategy
+    # compile() created the optimizer in the Distiller's scope.
+    assert isinstance(distiller.optimizer.iterations.value, tf.distribute.DistributedValues)
+
+
+def test_optimizer_created_outside_the_scope_is_refused(strategy):
+    distiller = _place(strategy, {})
+    with pytest.raises(ValueError, match="optimizer to be created in the `strategy.scope"):
+        distiller.compile(keras.optimizers.Adam(), SPARSE_CE)
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam()
+    distiller.compile(optimizer, SPARSE_CE)  # created inside: accepted
+    assert distiller.optimizer is optimizer
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 
 from kerasdistill import checks
 from kerasdistill import compat
+from kerasdistill import distribute
 from kerasdistill import ensemble
 from kerasdistill import losses
 from kerasdistill import taps
@@ -131,6 +132,7 @@ class Distiller(keras.Model):
         for loss in self.distillation_losses:
             for model in teachers:
                 loss.validate_model_compatibility(model, student)
+        distribute.check_scope(teachers, student, self.distillation_losses)
         self._student_loss_weight = _non_trainable("student_loss_weight", student_loss_weight)
         self._distillation_loss_weights = [
             _non_trainable(f"distillation_loss_weight_{i}", weight)
@@ -192,7 +194,9 @@ class Distiller(keras.Model):
         `loss` may be omitted when training on inputs without labels, or when
         `student_loss_weight` is 0. When the student uses the
         `mixed_float16` policy, the optimizer is wrapped in a
-        `keras.optimizers.LossScaleOptimizer`.
+        `keras.optimizers.LossScaleOptimizer`. Under a distribution strategy
+        it runs in the Distiller's `strategy.scope()`, so it may be called
+        outside it (an optimizer instance must then be created inside).
 
         Args:
             optimizer: An optimizer name or instance.
@@ -207,12 +211,15 @@ class Distiller(keras.Model):
         distiller.compile(optimizer="adam", loss="mse", metrics=["mae"])
         ```
         """
-        optimizer = keras.optimizers.get(optimizer)
-        if self.student.dtype_policy.name == "mixed_float16" and not isinstance(
-            optimizer, keras.optimizers.LossScaleOptimizer
-        ):
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        distribute.check_compile(self._distribute_strategy, kwargs)
+        with distribute.scope(self._distribute_strategy):  # as tf.keras did
+            optimizer = keras.optimizers.get(optimizer)
+            distribute.check_optimizer(self._distribute_strategy, optimizer)
+            if self.student.dtype_policy.name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def compile_from_config(self, config):
         """Compiles from `get_compile_config()` (used when loading)."""
@@ -241,7 +248,7 @@ class Distiller(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         logs = self._metrics_logs(x, y, student_taps[0], sample_weight)
         logs.update(self._schedulable_values())
-        return logs
+        return distribute.step_logs(self.distribute_strategy, logs)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -254,7 +261,8 @@ class Distiller(keras.Model):
         self._loss_tracker.update_state(
             unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
         )
-        return self._metrics_logs(x, y, student_taps[0], sample_weight)
+        logs = self._metrics_logs(x, y, student_taps[0], sample_weight)
+        return distribute.step_logs(self.distribute_strategy, logs)
 
     def compute_loss(
         self,
@@ -393,6 +401,24 @@ class Distiller(keras.Model):
             result = metric.result()
             results.update(result if isinstance(result, dict) else {metric.name: result})
         return results
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and distribute.is_multi_worker(
+            self._distribute_strategy
+        ):  # Keras reduces the batch across workers, which fails there.
+            data_batch = distribute.first_local_batch(self._distribute_strategy, iterator)
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras reads the epoch's metrics across replicas only when the step
+        # logs hold nothing but metrics; alpha and the temperatures are more,
+        # so without this the epoch logs would be the mean of each replica's
+        # own results (wrong with sample weights or uneven replica batches).
+        if not isinstance(logs, dict):
+            return logs
+        results = self.get_metrics_result()
+        return {key: results.get(key, value) for key, value in logs.items()}
 
     def _schedulable_values(self):
         values = {"alpha": self._student_loss_weight.value}

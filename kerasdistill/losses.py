@@ -15,6 +15,7 @@ import keras
 from keras import ops
 from keras import tree
 from keras.src.losses.loss import reduce_weighted_values
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from kerasdistill import checks
 
@@ -28,6 +29,9 @@ class DistillationLoss(keras.layers.Layer):
     `y_true` receives the labels (or `None` on a transfer set without them),
     and one that takes `training` receives whether the step trains (to
     update running statistics only then, as `DifficultyWeighted` does).
+    A `call` that returns one value for the whole batch (a plain mean) is
+    accepted without sample weights, and counted once under a distribution
+    strategy, not once per replica.
     A loss is a Keras `Layer` so that its state (a temperature variable, a
     learned adapter) is tracked, trained and saved with the `Distiller`. It is
     never called as a layer: the `Distiller` calls `compute_loss`, which
@@ -88,6 +92,9 @@ class DistillationLoss(keras.layers.Layer):
         values = self.per_sample_loss(
             teacher_outputs, student_outputs, y_true=y_true, training=training
         )
+        values = ops.convert_to_tensor(values, dtype="float32")
+        if len(values.shape) == 0:
+            return self._batch_value(values, sample_weight)
         return reduce_weighted_values(
             values,
             sample_weight=sample_weight,
@@ -112,6 +119,19 @@ class DistillationLoss(keras.layers.Layer):
         return self.call(
             _to_float32(teacher_outputs), _to_float32(student_outputs), **kwargs
         )
+
+    def _batch_value(self, value, sample_weight):
+        """A `call` that returned one value for the batch (e.g. a plain
+        mean): it counts once, not once per replica of a strategy."""
+        if sample_weight is not None:
+            raise ValueError(
+                f"Expected {type(self).__name__}.call to return one loss "
+                "value per sample, shape (batch,), to apply the "
+                "`sample_weight` / `class_weight` given to fit(). Received "
+                "one value for the whole batch, shape (). Return per-sample "
+                "values, or fit without sample weights."
+            )
+        return scale_loss_for_distribution(value)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         """Raises a `ValueError` when the outputs cannot be compared."""

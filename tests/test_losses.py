@@ -212,3 +212,18 @@ def test_temperature_setter_validates_and_assigns():
     assert float(loss.temperature.numpy()) == 2.0
     with pytest.raises(ValueError, match="temperature > 0"):
         loss.temperature = 0.0
+
+
+class MeanGap(kd.DistillationLoss):
+    """A `call` that reduces the batch itself, with a plain mean."""
+
+    def call(self, teacher_outputs, student_outputs):
+        return keras.ops.mean(keras.ops.abs(teacher_outputs - student_outputs))
+
+
+def test_call_returning_one_value_per_batch():
+    loss = MeanGap()
+    got = float(loss.compute_loss(TEACHER, STUDENT))
+    np.testing.assert_allclose(got, np.abs(TEACHER - STUDENT).mean(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"one loss value per sample, shape \(batch,\)"):
+        loss.compute_loss(TEACHER, STUDENT, sample_weight=np.ones(5, "float32"))

@@ -23,6 +23,16 @@ class BornAgainResult:
         mode: `"min"` or `"max"`: which way the score improves.
         stopped_early: Whether the run stopped before `generations`, the
             score having stopped improving.
+
+    Example:
+
+    ```python
+    result = kerasdistill.born_again(build, (x, y), (x_val, y_val),
+                                     kerasdistill.LogitsDistillation(1.0))
+    for model, score in zip(result.models, result.scores):
+        print(model.name, score)
+    result.best_model.save("best.keras")
+    ```
     """
 
     models: list

@@ -116,6 +116,7 @@ class DeepSupervision(keras.Model):
         self.distillation_loss = _training.output_distillation_loss(
             distillation_loss, "DeepSupervision"
         )
+        self.distillation_loss.validate_model_compatibility(model, model)
         self._student_loss_weight = _training.non_trainable(
             "student_loss_weight", student_loss_weight
         )

@@ -62,8 +62,9 @@ class SelfDistiller(distiller_module.Distiller):
     `fit()` adds the callback that takes the snapshots and sets `alpha_t`;
     epochs are counted by `fit`'s epoch index (resume with `initial_epoch`),
     as `keras.callbacks.LearningRateScheduler` does. `refresh_teacher()`
-    takes a snapshot at any time. The labels are needed (without them the
-    model has nothing to learn from but itself).
+    takes a snapshot at any time. On a batch without labels the loss is the
+    distillation term alone (the mean teacher's consistency loss on unlabeled
+    data); it is 0 before a snapshot teacher's first snapshot.
 
     Args:
         model: The `keras.Model` to train (built, and copyable by

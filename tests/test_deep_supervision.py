@@ -193,3 +193,15 @@ def test_labels_and_a_loss_are_required(classification_data):
     deep.compile("adam", SPARSE_CE, run_eagerly=True)
     with pytest.raises(ValueError, match="learns from labels"):
         deep.fit(x, verbose=0)
+
+
+def test_a_softmax_model_needs_from_logits_false(classification_data):
+    x, y = classification_data
+    model = make_classifier(8, activation="softmax")
+    with pytest.raises(ValueError, match="from_logits=False"):
+        kd.DeepSupervision(model, ["model_hidden"], kd.LogitsDistillation())
+    deep = kd.DeepSupervision(model, ["model_hidden"], kd.LogitsDistillation(from_logits=False))
+    head = deep.heads["model_hidden"].layers[-1]
+    assert head.activation is keras.activations.softmax
+    deep.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
+    assert np.isfinite(deep.evaluate(x, y, verbose=0, return_dict=True)["loss"])

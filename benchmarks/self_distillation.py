@@ -18,7 +18,7 @@ supervision (a head on the first hidden layer, BYOT); mutual (two copies
 trained together, DML; the first one reported). The settings are fixed
 before running and the same on every data set (no tuning on the test set).
 
-Run: `python benchmarks/self_distillation.py` (about 10 minutes on 2 CPU
+Run: `python benchmarks/self_distillation.py` (about 8 minutes on 2 CPU
 cores; `--seeds 1 --epochs-scale 0.1` for a smoke run).
 """
 

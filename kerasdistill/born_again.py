@@ -3,8 +3,6 @@ the labels and from generation k."""
 
 import dataclasses
 
-import keras
-
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
 

@@ -2,7 +2,6 @@
 stopping when the score stops improving, bad input."""
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import make_classifier

@@ -224,7 +224,7 @@ def test_config_and_keras_file_round_trip(kwargs, tmp_path, classification_data)
     x, y = classification_data
     distiller = kd.SelfDistiller(make_classifier(8), distillation_losses=kd.LogitsDistillation(2.0),
                                  **kwargs)
-    distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
+    distiller.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=True)
     distiller.fit(x, y, epochs=2, batch_size=64, verbose=0)
     config = distiller.get_config()
     rebuilt = kd.SelfDistiller.from_config(config)

@@ -21,6 +21,9 @@ from kerasdistill import recipes
 from kerasdistill import schedules
 from kerasdistill import tfds_data
 from kerasdistill import trial
+from kerasdistill.born_again import BornAgainResult
+from kerasdistill.born_again import born_again
+from kerasdistill.deep_supervision import DeepSupervision
 from kerasdistill.distiller import Distiller
 from kerasdistill.export import ExportReport
 from kerasdistill.export import export_student
@@ -30,26 +33,33 @@ from kerasdistill.logit_losses import DKD
 from kerasdistill.losses import DistillationLoss
 from kerasdistill.losses import LogitsDistillation
 from kerasdistill.losses import RegressionDistillation
+from kerasdistill.mutual import MutualLearning
 from kerasdistill.reporting import format_report
 from kerasdistill.reporting import report
+from kerasdistill.self_distill import SelfDistiller
 from kerasdistill.weighting import DifficultyWeighted
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BornAgainResult",
     "DIST",
     "DKD",
+    "DeepSupervision",
     "DifficultyWeighted",
-    "Distiller",
     "DistillationLoss",
+    "Distiller",
     "ExportReport",
     "FeatureDistillation",
     "LogitsDistillation",
+    "MutualLearning",
     "RegressionDistillation",
+    "SelfDistiller",
+    "born_again",
     "callbacks",
     "export_student",
-    "format_report",
     "feature_losses",
+    "format_report",
     "logit_losses",
     "losses",
     "recipes",

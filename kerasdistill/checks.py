@@ -41,6 +41,25 @@ def check_unit_interval(value, name):
         )
 
 
+def check_open_unit_interval(value, name):
+    check_number(value, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(
+            f"Expected {name} in (0, 1), both ends excluded. Received: "
+            f"{name}={value}"
+        )
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Expected `{name}` to be an integer >= 1. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(f"Expected {name} >= 1. Received: {name}={value}")
+
+
 def check_choice(value, choices, name):
     if value not in choices:
         raise ValueError(

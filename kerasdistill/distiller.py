@@ -421,14 +421,15 @@ class Distiller(keras.Model):
         return {key: results.get(key, value) for key, value in logs.items()}
 
     def _schedulable_values(self):
-        values = {"alpha": self._student_loss_weight.value}
+        # Tensors, not variables: a run_eagerly=True step cannot return these.
+        values = {"alpha": tf.identity(self._student_loss_weight.value)}
         temperatures = [
             loss for loss in self.distillation_losses
             if isinstance(getattr(loss, "temperature", None), keras.Variable)
         ]
         for loss in temperatures:
             key = "temperature" if len(temperatures) == 1 else f"{loss.name}_temperature"
-            values[key] = loss.temperature.value
+            values[key] = tf.identity(loss.temperature.value)
         return values
 
     def get_config(self):

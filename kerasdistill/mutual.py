@@ -1,0 +1,279 @@
+"""Deep mutual learning: two or more models train together, each learning
+from the labels and from the others."""
+
+import copy
+import itertools
+
+import keras
+import tensorflow as tf
+from keras import ops
+from keras.src.losses.loss import unscale_loss_for_distribution
+
+from kerasdistill import _training
+from kerasdistill import checks
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class MutualLearning(keras.Model):
+    """Trains `models` together, each distilling from the others (DML).
+
+    The loss of model `k` on a batch is
+
+        alpha * L(y, p_k) + (1 - alpha) * mean_{j != k} D(p_j, p_k)
+
+    where `L` is the `loss` given to `compile()`, `D` the
+    `distillation_loss` and `p_j` a peer's output, a stop-gradient target.
+    The models are trained on the sum of their losses, so each one's
+    gradient is that of its own loss; they are updated together from one
+    forward pass each (the paper alternates the updates, recomputing the
+    outputs in between). `alpha = 0.5` gives the paper's equal weights.
+
+    `call()` and `predict()` return a dict `{model.name: output}`; the
+    metrics given to `compile()` are computed for every model and logged as
+    `{model.name}_{metric}`, with each model's loss as `{model.name}_loss`.
+    Each model is trained in place: save `mutual.models[k]`.
+
+    Args:
+        models: A list of two or more `keras.Model`s with the same inputs,
+            comparable outputs and distinct names.
+        distillation_loss: `kerasdistill.LogitsDistillation(temperature=1.0)`
+            (the paper's KL) for classification,
+            `kerasdistill.RegressionDistillation(...)` for regression.
+        student_loss_weight: `alpha` in [0, 1]. Defaults to 0.5. A variable.
+        name: The model's name.
+        **kwargs: Passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    mutual = kerasdistill.MutualLearning(
+        [make_net("net_a"), make_net("net_b")],
+        distillation_loss=kerasdistill.LogitsDistillation(temperature=1.0),
+    )
+    mutual.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    mutual.fit(x, y, epochs=20)  # logs net_a_accuracy, net_b_accuracy...
+    mutual.models[0].save("net_a.keras")
+    ```
+
+    Reference:
+        Zhang, Xiang, Hospedales & Lu, "Deep Mutual Learning", CVPR 2018.
+        https://arxiv.org/abs/1706.00384
+    """
+
+    def __init__(
+        self,
+        models,
+        distillation_loss,
+        student_loss_weight=0.5,
+        name="mutual_learning",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if not isinstance(models, (list, tuple)) or len(models) < 2:
+            raise ValueError(
+                "Expected `models` to be a list of two or more keras.Models. "
+                f"Received: models={models!r}"
+            )
+        for model in models:
+            checks.check_model(model, "each of `models`")
+        names = [model.name for model in models]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                "Expected models with distinct names (they name the logs). "
+                f"Received: {names}. Pass name=... when building each model."
+            )
+        checks.check_unit_interval(student_loss_weight, "student_loss_weight")
+        self.distillation_loss = _training.output_distillation_loss(
+            distillation_loss, "MutualLearning"
+        )
+        for first, second in itertools.permutations(models, 2):
+            _check_same_inputs(first, second)
+            self.distillation_loss.validate_model_compatibility(first, second)
+        self.models = list(models)
+        self._student_loss_weight = _training.non_trainable(
+            "student_loss_weight", student_loss_weight
+        )
+        self.model_loss_trackers = [
+            keras.metrics.Mean(name=f"{name}_loss") for name in names
+        ]
+        if all(model.built for model in models):
+            self.built = True
+
+    @property
+    def student_loss_weight(self):
+        """`alpha`, a variable; assign a number in [0, 1] to change it."""
+        return self._student_loss_weight
+
+    @student_loss_weight.setter
+    def student_loss_weight(self, value):
+        checks.check_unit_interval(value, "student_loss_weight")
+        self._student_loss_weight.assign(float(value))
+
+    def compile(
+        self, optimizer="adam", loss=None, metrics=None, weighted_metrics=None, **kwargs
+    ):
+        """Configures training; `loss` and `metrics` apply to every model.
+
+        Args:
+            optimizer: An optimizer name or instance (one for all models).
+            loss: The supervised loss of each model.
+            metrics: Metrics computed for each model: a list, or a dict
+                `{model.name: list}`.
+            weighted_metrics: Likewise, weighted by `sample_weight`.
+            **kwargs: Passed to `keras.Model.compile`.
+
+        Example:
+
+        ```python
+        mutual.compile("adam", "mse", metrics=["mae"])
+        ```
+        """
+        if loss is None:
+            raise ValueError(
+                "MutualLearning needs the labels' loss. Received compile() "
+                "without `loss`. Pass e.g. loss=keras.losses."
+                'SparseCategoricalCrossentropy(from_logits=True) or loss="mse".'
+            )
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=self._per_model(metrics),
+            weighted_metrics=self._per_model(weighted_metrics),
+            **kwargs,
+        )
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (used when loading)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _per_model(self, metrics):
+        if metrics is None or isinstance(metrics, dict):
+            return metrics
+        metrics = metrics if isinstance(metrics, (list, tuple)) else [metrics]
+        return {
+            model.name: [_copy_metric(metric) for metric in metrics]
+            for model in self.models
+        }
+
+    def call(self, inputs, training=None):
+        return {model.name: model(inputs, training=training) for model in self.models}
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        _training.require_labels(y, "MutualLearning")
+        with tf.GradientTape() as tape:
+            outputs = self(x, training=True)
+            loss = self.compute_loss(x, y, outputs, sample_weight, training=True)
+            self._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss),
+                sample_weight=_training.batch_size(x),
+            )
+            loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._per_model_metrics(x, y, outputs, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        _training.require_labels(y, "MutualLearning")
+        outputs = self(x, training=False)
+        loss = self.compute_loss(x, y, outputs, sample_weight, training=False)
+        self._loss_tracker.update_state(
+            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
+        )
+        return self._per_model_metrics(x, y, outputs, sample_weight)
+
+    def _per_model_metrics(self, x, y, outputs, sample_weight):
+        labels = {name: y for name in outputs}
+        return self.compute_metrics(x, labels, outputs, sample_weight=sample_weight)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """Returns the sum of the models' losses and updates the trackers.
+
+        Args:
+            x: The inputs.
+            y: The labels.
+            y_pred: The dict of outputs; computed when `None`.
+            sample_weight: Optional per-sample weights.
+            training: Whether this is a training step.
+
+        Returns:
+            A float32 scalar tensor.
+        """
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        alpha = self._student_loss_weight
+        batch = _training.batch_size(x)
+        total = ops.zeros((), dtype="float32")
+        for model, tracker in zip(self.models, self.model_loss_trackers):
+            output = y_pred[model.name]
+            supervised = ops.cast(self._compile_loss(y, output, sample_weight), "float32")
+            peers = [
+                _training.distillation_value(
+                    self.distillation_loss, y_pred[peer.name], output, y, sample_weight
+                )
+                for peer in self.models
+                if peer is not model
+            ]
+            mutual = ops.mean(ops.stack(peers))
+            loss = alpha * supervised + (1.0 - alpha) * mutual
+            tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=batch)
+            total = total + loss + _training.regularization(self, model)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "models": [_training.serialize_uncompiled(m) for m in self.models],
+                "distillation_loss": keras.saving.serialize_keras_object(
+                    self.distillation_loss
+                ),
+                "student_loss_weight": float(self._student_loss_weight.numpy()),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = copy.deepcopy(config)
+        config["models"] = [
+            keras.saving.deserialize_keras_object(m) for m in config["models"]
+        ]
+        config["distillation_loss"] = keras.saving.deserialize_keras_object(
+            config["distillation_loss"]
+        )
+        return cls(**config)
+
+
+def _copy_metric(metric):
+    if isinstance(metric, keras.metrics.Metric):
+        return metric.__class__.from_config(metric.get_config())
+    return metric
+
+
+def _check_same_inputs(first, second):
+    first_inputs, second_inputs = _symbolic_inputs(first), _symbolic_inputs(second)
+    if not first_inputs or not second_inputs:
+        return
+    first_shapes = [tuple(t.shape) for t in first_inputs]
+    second_shapes = [tuple(t.shape) for t in second_inputs]
+    if first_shapes != second_shapes:
+        raise ValueError(
+            "Expected every model to take the same inputs. Received: "
+            f"'{first.name}' input shapes {first_shapes}, '{second.name}' "
+            f"input shapes {second_shapes}."
+        )
+
+
+def _symbolic_inputs(model):
+    try:
+        return model.inputs
+    except (AttributeError, ValueError):
+        return None

@@ -1,0 +1,363 @@
+"""Self-distillation: a model is its own teacher.
+
+The teacher is a frozen copy of the model holding a *different* state of its
+weights: a snapshot taken every few epochs, or the exponential moving average
+of the weights. It cannot be the model's own output of the same step behind a
+stop-gradient: that target equals the prediction, so its loss and gradient
+are zero (the model learns nothing from it).
+"""
+
+import copy
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from kerasdistill import _training
+from kerasdistill import checks
+from kerasdistill import distiller as distiller_module
+
+_TEACHERS = ("snapshot", "ema")
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class SelfDistiller(distiller_module.Distiller):
+    """Trains `model` on its labels and on the outputs of an earlier state of
+    itself.
+
+    The teacher is a frozen clone of `model` (`keras.models.clone_model` plus
+    its weights), run in inference mode:
+
+    - `teacher="snapshot"`: the clone takes the model's weights at the end of
+      every `snapshot_interval`-th epoch. Before the first snapshot there is
+      no teacher yet: the distillation term is 0, so the loss is `alpha *
+      student_loss`.
+    - `teacher="ema"`: after every optimizer step, inside the compiled train
+      function, each teacher weight `t` becomes `d * t + (1 - d) * w`, where
+      `w` is the model's weight and `d = min(ema_decay, 1 - 1 / (step + 1))`
+      (the mean teacher's ramp-up, so the first steps average evenly). Moving
+      statistics (batch normalization) are averaged too.
+
+    The loss is that of `kerasdistill.Distiller`: `alpha * student_loss +
+    (1 - alpha) * sum_i w_i * distillation_loss_i`, with any distillation loss
+    of the package: `LogitsDistillation` (soft targets) for classification,
+    `RegressionDistillation` (`"mse"`, `"huber"`, `"teacher_bounded"`...) for
+    regression, `FeatureDistillation(loss, "hidden", "hidden")` to pull a
+    hidden layer toward the same layer of the teacher state.
+
+    Progressive targets (PS-KD): with `progressive_alpha=alpha_T`, the target
+    at epoch `t` (counted from 1) is `(1 - alpha_t) * y + alpha_t * p_teacher`
+    with `alpha_t = alpha_T * t / T` (`T`: `progressive_epochs`, by default
+    the `epochs` given to `fit()`; `alpha_t` stays at `alpha_T` after epoch
+    `T`), and `alpha_t = 0` while there is no teacher (the first epoch, as in
+    the paper's code, where the first epoch learns from the labels). The
+    cross-entropy is linear in its target, so this is the Distiller's loss
+    with `student_loss_weight = 1 - alpha_t` and
+    `LogitsDistillation(temperature=1.0, loss="soft_cross_entropy")`; for
+    regression, `RegressionDistillation("mse")` with an `"mse"` loss gives
+    the gradients of the mse to the mixed target. `fit()` assigns
+    `student_loss_weight` at the start of every epoch (it is logged as
+    `alpha`); do not schedule it yourself at the same time.
+
+    `fit()` adds the callback that takes the snapshots and sets `alpha_t`;
+    epochs are counted by `fit`'s epoch index (resume with `initial_epoch`),
+    as `keras.callbacks.LearningRateScheduler` does. `refresh_teacher()`
+    takes a snapshot at any time. On a batch without labels the loss is the
+    distillation term alone (the mean teacher's consistency loss on unlabeled
+    data); it is 0 before a snapshot teacher's first snapshot.
+
+    Args:
+        model: The `keras.Model` to train (built, and copyable by
+            `keras.models.clone_model`). It is trained in place.
+        teacher: `"snapshot"` or `"ema"`.
+        distillation_losses: A distillation loss or a list of them.
+        distillation_loss_weights: One weight >= 0 per loss. Defaults to 1.0
+            each.
+        student_loss_weight: `alpha`, in [0, 1]. Defaults to 0.5. Not
+            allowed with `progressive_alpha`, which sets it every epoch.
+        snapshot_interval: Epochs between snapshots, an integer >= 1
+            (`teacher="snapshot"` only). Defaults to 1.
+        ema_decay: The decay `d`, in (0, 1) (`teacher="ema"` only). Defaults
+            to 0.99. A variable: assign `distiller.ema_decay = 0.999` to
+            change it without tracing again.
+        progressive_alpha: PS-KD's `alpha_T` in (0, 1], the teacher's share
+            of the target at epoch `T`; `None` (default) for a fixed
+            `student_loss_weight`.
+        progressive_epochs: PS-KD's `T`, an integer >= 1; defaults to the
+            `epochs` of each `fit()` call. Only with `progressive_alpha`.
+        name: The model's name.
+        **kwargs: Passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    # Classification, PS-KD: last epoch's model softens the targets.
+    distiller = kerasdistill.SelfDistiller(
+        model, teacher="snapshot",
+        distillation_losses=kerasdistill.LogitsDistillation(
+            temperature=1.0, loss="soft_cross_entropy"),
+        progressive_alpha=0.8,
+    )
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    distiller.fit(x, y, epochs=30)
+
+    # Regression, mean teacher, plus a hidden layer pulled toward the
+    # teacher's.
+    distiller = kerasdistill.SelfDistiller(
+        regressor, teacher="ema", ema_decay=0.99,
+        distillation_losses=[
+            kerasdistill.RegressionDistillation("huber"),
+            kerasdistill.FeatureDistillation("mse", "hidden", "hidden"),
+        ],
+    )
+    distiller.compile("adam", "mse")
+    distiller.fit(x, y, epochs=30)
+    model.save("model.keras")  # `model` itself was trained
+    ```
+
+    Reference:
+        Kim et al., "Self-Knowledge Distillation with Progressive Refinement
+        of Targets", ICCV 2021. https://arxiv.org/abs/2006.12000
+        Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS
+        2017. https://arxiv.org/abs/1703.01780
+    """
+
+    def __init__(
+        self,
+        model,
+        teacher="snapshot",
+        distillation_losses=None,
+        distillation_loss_weights=None,
+        student_loss_weight=None,
+        snapshot_interval=None,
+        ema_decay=None,
+        progressive_alpha=None,
+        progressive_epochs=None,
+        name="self_distiller",
+        **kwargs,
+    ):
+        checks.check_model(model, "model")
+        checks.check_choice(teacher, _TEACHERS, "teacher")
+        if teacher == "snapshot":
+            _refuse(ema_decay, "ema_decay", 'teacher="ema"', teacher)
+            snapshot_interval = 1 if snapshot_interval is None else snapshot_interval
+            checks.check_positive_int(snapshot_interval, "snapshot_interval")
+        else:
+            _refuse(snapshot_interval, "snapshot_interval", 'teacher="snapshot"', teacher)
+            ema_decay = 0.99 if ema_decay is None else ema_decay
+            checks.check_open_unit_interval(ema_decay, "ema_decay")
+        if progressive_alpha is None:
+            if progressive_epochs is not None:
+                raise ValueError(
+                    "Received progressive_epochs="
+                    f"{progressive_epochs} without progressive_alpha. Pass "
+                    "progressive_alpha (PS-KD's alpha_T, e.g. 0.8) to mix the "
+                    "teacher into the targets, or drop progressive_epochs."
+                )
+            alpha = 0.5 if student_loss_weight is None else student_loss_weight
+        else:
+            _check_progressive_alpha(progressive_alpha)
+            if student_loss_weight is not None:
+                raise ValueError(
+                    "Received both progressive_alpha="
+                    f"{progressive_alpha} and student_loss_weight="
+                    f"{student_loss_weight}. With progressive_alpha, fit() "
+                    "sets student_loss_weight = 1 - alpha_t every epoch; "
+                    "pass only one of them."
+                )
+            if progressive_epochs is not None:
+                checks.check_positive_int(progressive_epochs, "progressive_epochs")
+            alpha = 1.0
+        super().__init__(
+            _frozen_copy(model),
+            model,
+            distillation_losses,
+            distillation_loss_weights=distillation_loss_weights,
+            student_loss_weight=alpha,
+            name=name,
+            **kwargs,
+        )
+        self.teacher_type = teacher
+        self.snapshot_interval = snapshot_interval
+        self.progressive_alpha = progressive_alpha
+        self.progressive_epochs = progressive_epochs
+        self._ema_decay = (
+            None if ema_decay is None else _training.non_trainable("ema_decay", ema_decay)
+        )
+        self._teacher_ready = _training.non_trainable(
+            "teacher_ready", 1.0 if teacher == "ema" else 0.0
+        )
+
+    @property
+    def ema_decay(self):
+        """The EMA decay variable (`None` for a snapshot teacher); assign a
+        number in (0, 1) to change it."""
+        return self._ema_decay
+
+    @ema_decay.setter
+    def ema_decay(self, value):
+        if self._ema_decay is None:
+            raise ValueError(
+                "ema_decay applies to teacher=\"ema\" only. Received: "
+                f"ema_decay={value} on a SelfDistiller with "
+                f'teacher="{self.teacher_type}".'
+            )
+        checks.check_open_unit_interval(value, "ema_decay")
+        self._ema_decay.assign(float(value))
+
+    @property
+    def teacher_ready(self):
+        """Whether the teacher holds a state to learn from (always for EMA;
+        after the first snapshot for a snapshot teacher)."""
+        return bool(self._teacher_ready.numpy())
+
+    def refresh_teacher(self):
+        """Copies the model's current weights into the teacher."""
+        for teacher_weight, weight in zip(self.teacher.weights, self.student.weights):
+            teacher_weight.assign(weight)
+        self._teacher_ready.assign(1.0)
+
+    def progressive_share(self, epoch, total_epochs):
+        """PS-KD's `alpha_t` for the 0-based `epoch` of `total_epochs`:
+        `alpha_T * min(epoch + 1, T) / T`, or 0 while there is no teacher."""
+        if self.progressive_alpha is None or not self.teacher_ready:
+            return 0.0
+        return self.progressive_alpha * min(epoch + 1, total_epochs) / total_epochs
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        **kwargs,
+    ):
+        """`keras.Model.fit`, plus the callback that takes the snapshots and
+        sets PS-KD's `alpha_t` each epoch."""
+        schedule = _TeacherSchedule()
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks.append(schedule)
+        else:
+            callbacks = list(callbacks or []) + [schedule]
+        return super().fit(
+            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+            callbacks=callbacks, **kwargs,
+        )
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if self.teacher_type == "ema":
+            self._update_ema()
+        return logs
+
+    def _update_ema(self):
+        step = ops.cast(self.optimizer.iterations, "float32")
+        decay = ops.minimum(self._ema_decay, 1.0 - 1.0 / (step + 1.0))
+        for teacher_weight, weight in zip(self.teacher.weights, self.student.weights):
+            if "float" not in str(teacher_weight.dtype):
+                teacher_weight.assign(weight)
+                continue
+            d = ops.cast(decay, teacher_weight.dtype)
+            teacher_weight.assign(d * teacher_weight + (1.0 - d) * weight)
+
+    def _distillation_loss(self, *args, **kwargs):
+        return self._teacher_ready * super()._distillation_loss(*args, **kwargs)
+
+    def _schedulable_values(self):
+        values = super()._schedulable_values()
+        if self._ema_decay is not None:
+            values["ema_decay"] = tf.identity(self._ema_decay.value)
+        return values
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("teacher")
+        config["model"] = config.pop("student")
+        config.update(
+            {
+                "teacher": self.teacher_type,
+                "snapshot_interval": self.snapshot_interval,
+                "ema_decay": (
+                    None if self._ema_decay is None
+                    else float(self._ema_decay.numpy())
+                ),
+                "progressive_alpha": self.progressive_alpha,
+                "progressive_epochs": self.progressive_epochs,
+            }
+        )
+        if self.progressive_alpha is not None:
+            config["student_loss_weight"] = None
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = copy.deepcopy(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        config["distillation_losses"] = [
+            keras.saving.deserialize_keras_object(loss)
+            for loss in config["distillation_losses"]
+        ]
+        return cls(**config)
+
+
+class _TeacherSchedule(keras.callbacks.Callback):
+    """Added by `SelfDistiller.fit`: sets PS-KD's `alpha_t` at the start of
+    each epoch and takes the snapshot at the end of every
+    `snapshot_interval`-th epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        distiller = self.model
+        if distiller.progressive_alpha is None:
+            return
+        total = distiller.progressive_epochs or self.params["epochs"]
+        distiller.student_loss_weight = 1.0 - distiller.progressive_share(epoch, total)
+
+    def on_epoch_end(self, epoch, logs=None):
+        distiller = self.model
+        if distiller.teacher_type == "snapshot" and (
+            (epoch + 1) % distiller.snapshot_interval == 0
+        ):
+            distiller.refresh_teacher()
+
+
+def _frozen_copy(model):
+    """A clone of `model` holding its current weights."""
+    if not model.built:
+        raise ValueError(
+            f"Expected a built model to copy as its own teacher. Received "
+            f"the unbuilt model '{model.name}'. Give it an input shape "
+            "(keras.Input or model.build(input_shape)) or call it on a batch "
+            "first."
+        )
+    try:
+        copy = keras.models.clone_model(model)
+        if not copy.built:
+            copy.build_from_config(model.get_build_config())
+        copy.set_weights(model.get_weights())
+    except (ValueError, TypeError, NotImplementedError) as error:
+        raise ValueError(
+            f"Expected a model that keras.models.clone_model can copy (a "
+            f"functional or Sequential model, or a subclassed model with "
+            f"get_config). Copying '{model.name}' failed: {error}"
+        ) from error
+    return copy
+
+
+def _refuse(value, name, applies_to, teacher):
+    if value is not None:
+        raise ValueError(
+            f"{name} applies to {applies_to} only. Received: {name}={value} "
+            f'with teacher="{teacher}". Drop {name}, or use {applies_to}.'
+        )
+
+
+def _check_progressive_alpha(value):
+    checks.check_number(value, "progressive_alpha")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(
+            "Expected progressive_alpha (PS-KD's alpha_T) in (0, 1]. "
+            f"Received: progressive_alpha={value}"
+        )

@@ -11,7 +11,9 @@ distiller.fit(x, y, epochs=10)
 ```
 """
 
+from kerasdistill import cache
 from kerasdistill import losses
+from kerasdistill.cache import cache_teacher_outputs
 from kerasdistill.distiller import Distiller
 from kerasdistill.features import FeatureDistillation
 from kerasdistill.losses import DistillationLoss
@@ -26,5 +28,7 @@ __all__ = [
     "FeatureDistillation",
     "LogitsDistillation",
     "RegressionDistillation",
+    "cache",
+    "cache_teacher_outputs",
     "losses",
 ]

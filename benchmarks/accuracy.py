@@ -23,9 +23,13 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Keras warns that fit(shuffle=True) is ignored for any tf.data.Dataset; the
+# cached datasets reshuffle themselves at each epoch.
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -94,8 +94,9 @@ def cache_teacher_outputs(
         batch_size: Size of the batches the teacher runs on and the returned
             dataset yields (the last may be smaller), like `fit()`'s.
             `None` returns single samples, for a pipeline of your own
-            (`.shuffle(n).batch(b)`); a `tf.data.Dataset` given as `data`
-            keeps its own batches for the teacher.
+            (`.shuffle(n).batch(b)`), and runs the teacher on batches of
+            32; a `tf.data.Dataset` given as `data` keeps its own batches
+            for the teacher.
         shuffle: Whether the batches are reshuffled at each epoch, as
             `fit(shuffle=True)` does. Only with a `batch_size`.
         path: A directory to write the cache to, or to reuse it from.

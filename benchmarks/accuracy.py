@@ -16,7 +16,7 @@ and distilled with every label as well.
 Each figure is the test accuracy after the last epoch, mean +- std over 5
 seeds (the seed sets the split, the initial weights and the shuffling).
 
-    python benchmarks/accuracy.py          # about 3-4 minutes on 2 CPU cores
+    python benchmarks/accuracy.py          # 4-5 minutes on 2 busy CPU cores
 """
 
 import argparse

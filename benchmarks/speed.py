@@ -14,7 +14,7 @@ other jobs on a shared machine disturb less.
 Peak memory is the peak resident set size of a fresh process that trains
 for two epochs (one process per configuration).
 
-    python benchmarks/speed.py            # about 2-3 minutes on 2 CPU cores
+    python benchmarks/speed.py            # 1-2 minutes on 2 CPU cores
 """
 
 import argparse

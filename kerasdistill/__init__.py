@@ -13,6 +13,7 @@ distiller.fit(x, y, epochs=10)
 
 import importlib.util
 
+from kerasdistill import cache
 from kerasdistill import callbacks
 from kerasdistill import feature_losses
 from kerasdistill import logit_losses
@@ -23,6 +24,7 @@ from kerasdistill import tfds_data
 from kerasdistill import trial
 from kerasdistill.born_again import BornAgainResult
 from kerasdistill.born_again import born_again
+from kerasdistill.cache import cache_teacher_outputs
 from kerasdistill.deep_supervision import DeepSupervision
 from kerasdistill.distiller import Distiller
 from kerasdistill.export import ExportReport
@@ -56,6 +58,8 @@ __all__ = [
     "RegressionDistillation",
     "SelfDistiller",
     "born_again",
+    "cache",
+    "cache_teacher_outputs",
     "callbacks",
     "export_student",
     "feature_losses",

@@ -1,6 +1,8 @@
 """The `Distiller`: a `keras.Model` that trains a student from a frozen
 teacher with `compile()` / `fit()`."""
 
+import inspect
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -8,6 +10,7 @@ from keras import tree
 from keras.src.losses.loss import scale_loss_for_distribution
 from keras.src.losses.loss import unscale_loss_for_distribution
 
+from kerasdistill import cache
 from kerasdistill import checks
 from kerasdistill import compat
 from kerasdistill import distribute
@@ -36,7 +39,9 @@ class Distiller(keras.Model):
     The constructor is that of `keras.distillation.Distiller`, and
     `keras.distillation` loss objects are accepted. `call()`, `predict()` and
     `evaluate()` use the student; the teacher is never updated (it is set
-    non-trainable).
+    non-trainable). `fit()` and `evaluate()` also take the dataset of
+    `kerasdistill.cache_teacher_outputs`, on which the teacher does not run,
+    and `evaluate_with_teacher = False` leaves the teacher out of evaluation.
 
     Several teachers may be given as a list: each runs once per step, and
     with `teacher_combination="average"` their outputs and tapped features
@@ -151,6 +156,7 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
+        self._evaluate_with_teacher = True
         if student.built:
             self.built = True
 
@@ -187,6 +193,29 @@ class Distiller(keras.Model):
         for variable, value in zip(self._distillation_loss_weights, values):
             checks.check_non_negative(value, "each distillation loss weight")
             variable.assign(float(value))
+
+    @property
+    def evaluate_with_teacher(self):
+        """Whether `evaluate()` (and validation in `fit()`) runs the teacher.
+
+        `True` (the default) reports `loss` (the training objective),
+        `student_loss` and `distillation_loss`. Set it to `False` when only
+        the student's metrics are wanted: the teacher is skipped, `loss` is
+        then the student's own loss on the labels plus its regularization
+        losses (what `student.evaluate()` reports) and there is no
+        `distillation_loss`. Labels are needed. Not saved with the model.
+        """
+        return self._evaluate_with_teacher
+
+    @evaluate_with_teacher.setter
+    def evaluate_with_teacher(self, value):
+        if not isinstance(value, bool):
+            raise TypeError(
+                "Expected `evaluate_with_teacher` to be True or False. "
+                f"Received: {value!r} of type {type(value).__name__}"
+            )
+        self._evaluate_with_teacher = value
+        self.test_function = None  # traced again with the new setting
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Configures training; `loss` and `metrics` apply to the student.
@@ -227,12 +256,20 @@ class Distiller(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; datasets of cached teacher outputs
+        (`kerasdistill.cache_teacher_outputs`) are checked before training."""
+        arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
+        for data in (arguments.get("x"), arguments.get("validation_data")):
+            cache.check_dataset(data, self.teacher, self._networks["teacher"].layer_names)
+        return super().fit(*args, **kwargs)
+
     def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
+        return self.student(cache.student_inputs(inputs), training=training)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_taps = self._run("teacher", x, training=False)
+        x, teacher_taps = self._inputs_and_teacher_taps(x)
         with tf.GradientTape() as tape:
             student_taps = self._run("student", x, training=True)
             loss = self.compute_loss(
@@ -252,7 +289,9 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_taps = self._run("teacher", x, training=False)
+        if not self._evaluate_with_teacher:
+            return self._student_test_step(cache.student_inputs(x), y, sample_weight)
+        x, teacher_taps = self._inputs_and_teacher_taps(x)
         student_taps = self._run("student", x, training=False)
         loss = self.compute_loss(
             x, y, student_taps[0], sample_weight, training=False,
@@ -291,7 +330,7 @@ class Distiller(keras.Model):
             A float32 scalar tensor.
         """
         if teacher_taps is None:
-            teacher_taps = self._run("teacher", x, training=False)
+            x, teacher_taps = self._inputs_and_teacher_taps(x)
         if student_taps is None:
             student_taps = self._run("student", x, training=training)
             y_pred = student_taps[0]
@@ -317,6 +356,43 @@ class Distiller(keras.Model):
                 self._aggregate_additional_loss(regularization), "float32"
             )
         return total
+
+    def _student_test_step(self, x, y, sample_weight):
+        """The student's own loss and metrics, without the teacher."""
+        if y is None:
+            raise ValueError(
+                "evaluate_with_teacher=False reports the student's loss and "
+                "metrics on labels, but the data has none. Pass labels, or "
+                "set distiller.evaluate_with_teacher = True."
+            )
+        y_pred = self.student(x, training=False)
+        loss = ops.zeros((), dtype="float32")
+        if self._compile_loss is not None:
+            loss = ops.cast(self._compile_loss(y, y_pred, sample_weight), "float32")
+            self.student_loss_tracker.update_state(
+                unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+            )
+        for regularization in self.student.losses:
+            loss = loss + ops.cast(
+                self._aggregate_additional_loss(regularization), "float32"
+            )
+        self._loss_tracker.update_state(
+            unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+        )
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs.pop(self.distillation_loss_tracker.name)
+        if self._compile_loss is None:
+            logs.pop(self.student_loss_tracker.name)
+        return logs
+
+    def _inputs_and_teacher_taps(self, x):
+        """`(inputs, (teacher_outputs, features))`: read from a batch of
+        `kerasdistill.cache_teacher_outputs`, else by running the teacher."""
+        if cache.is_cached(x):
+            return cache.read(
+                x, self.teacher, self._networks["teacher"].layer_names, self.student
+            )
+        return x, self._run("teacher", x, training=False)
 
     def _run(self, role, x, training):
         network = self._networks[role]

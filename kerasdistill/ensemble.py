@@ -42,6 +42,7 @@ class TeacherEnsemble:
             taps.TappedNetwork(teacher, layer_names, f"teacher {i}")
             for i, teacher in enumerate(teachers)
         ]
+        self.layer_names = self.networks[0].layer_names
         self.weights = normalized(weights)
         self.combination = combination
         if combination == "average":

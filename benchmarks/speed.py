@@ -1,0 +1,294 @@
+"""Speed benchmark: kerasdistill's distillation epoch against its floor,
+against `keras.distillation`, and with cached teacher outputs (CPU).
+
+Everything is measured in one run, on the same data and models: a teacher
+MLP about 20x the student's parameters, on 10,000 generated samples
+(scikit-learn's `make_classification`). The configurations are timed in
+rounds, one epoch of each per round (each `fit` call runs one epoch), so
+that a slow spell of a shared machine hits all of them alike; the first
+round (tracing) is left out; a time is the median over rounds and a ratio
+the median of the per-round ratios. Ratios are given for wall-clock time
+(what a user waits) and for the process's CPU time (all its threads), which
+other jobs on a shared machine disturb less.
+
+Peak memory is the peak resident set size of a fresh process that trains
+for two epochs (one process per configuration).
+
+    python benchmarks/speed.py            # 1-2 minutes on 2 CPU cores
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Keras warns that fit(shuffle=True) is ignored for any tf.data.Dataset; the
+# cached datasets reshuffle themselves at each epoch.
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.datasets import make_classification  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import kerasdistill  # noqa: E402
+
+SAMPLES, FEATURES, CLASSES, BATCH_SIZE, TEMPERATURE = 10_000, 64, 10, 64, 4.0
+SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def make_data(seed=0):
+    x, y = make_classification(
+        n_samples=SAMPLES, n_features=FEATURES, n_informative=32,
+        n_classes=CLASSES, random_state=seed,
+    )
+    return x.astype("float32"), y.astype("int32")
+
+
+def mlp(widths, name):
+    """An MLP whose last hidden layer is `{name}_hidden`."""
+    inputs = keras.Input((FEATURES,), name=f"{name}_input")
+    hidden = inputs
+    for i, width in enumerate(widths):
+        layer_name = f"{name}_hidden" if i == len(widths) - 1 else f"{name}_dense{i}"
+        hidden = keras.layers.Dense(width, activation="relu", name=layer_name)(hidden)
+    outputs = keras.layers.Dense(CLASSES, name=f"{name}_logits")(hidden)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def make_models():
+    keras.utils.set_random_seed(0)
+    teacher = mlp([1024, 832, 128], "teacher")
+    student = mlp([256, 128], "student")
+    return teacher, student
+
+
+def feature_loss(module):
+    return module.FeatureDistillation(
+        loss="mse", teacher_layer_name="teacher_hidden",
+        student_layer_name="student_hidden",
+    )
+
+
+def distillers(teacher, student):
+    """The distillers to time, each with its own copy of the student."""
+
+    def fresh():
+        return keras.models.clone_model(student)
+
+    theirs_logits = keras.distillation.LogitsDistillation(
+        temperature=TEMPERATURE, loss=keras.losses.KLDivergence()
+    )
+    built = {
+        "ours, logits": kerasdistill.Distiller(
+            teacher, fresh(), kerasdistill.LogitsDistillation(TEMPERATURE)
+        ),
+        "keras.distillation, logits": keras.distillation.Distiller(
+            teacher, fresh(), theirs_logits
+        ),
+        "ours, logits + feature": kerasdistill.Distiller(
+            teacher, fresh(),
+            [kerasdistill.LogitsDistillation(TEMPERATURE), feature_loss(kerasdistill)],
+        ),
+        "keras.distillation, logits + feature": keras.distillation.Distiller(
+            teacher, fresh(), [theirs_logits, feature_loss(keras.distillation)]
+        ),
+        "ours, logits, cached teacher": kerasdistill.Distiller(
+            teacher, fresh(), kerasdistill.LogitsDistillation(TEMPERATURE)
+        ),
+    }
+    for distiller in built.values():
+        distiller.compile(keras.optimizers.Adam(1e-3), SPARSE_CE)
+    return built
+
+
+def clocks():
+    """Wall-clock and process CPU time (all threads), in seconds."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = clocks()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = clocks() - self.start
+
+
+def time_epoch(model, *fit_args, **fit_kwargs):
+    timer = EpochTimer()
+    model.fit(*fit_args, epochs=1, verbose=0, callbacks=[timer], **fit_kwargs)
+    return timer.seconds
+
+
+def time_predict(teacher, x):
+    start = clocks()
+    teacher.predict(x, batch_size=BATCH_SIZE, verbose=0)
+    return clocks() - start
+
+
+def directory_size(path):
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path) for name in names
+    )
+
+
+def measure_speed(rounds):
+    x, y = make_data()
+    teacher, student = make_models()
+    built = distillers(teacher, student)
+    baseline = keras.models.clone_model(student)
+    baseline.compile(keras.optimizers.Adam(1e-3), SPARSE_CE)
+    losses = built["ours, logits, cached teacher"].distillation_losses
+
+    start = time.perf_counter()
+    cached = kerasdistill.cache_teacher_outputs(
+        teacher, (x, y), losses, batch_size=BATCH_SIZE
+    )
+    build_seconds = time.perf_counter() - start
+    cache_dir = tempfile.mkdtemp(prefix="kerasdistill_speed_")
+    kerasdistill.cache_teacher_outputs(
+        teacher, (x, y), losses, batch_size=BATCH_SIZE,
+        path=os.path.join(cache_dir, "cache"),
+    )
+    disk_bytes = directory_size(os.path.join(cache_dir, "cache"))
+    shutil.rmtree(cache_dir)
+
+    times = {name: [] for name in ["student only", "teacher predict", *built]}
+    for _ in range(rounds):
+        times["student only"].append(time_epoch(baseline, x, y, batch_size=BATCH_SIZE))
+        times["teacher predict"].append(time_predict(teacher, x))
+        for name, distiller in built.items():
+            if "cached" in name:
+                times[name].append(time_epoch(distiller, cached))
+            else:
+                times[name].append(time_epoch(distiller, x, y, batch_size=BATCH_SIZE))
+    # Warm-up round out; [round, clock] with clock 0 wall time, 1 CPU time.
+    times = {name: np.array(values[1:]) for name, values in times.items()}
+    return {
+        "times": times,
+        "teacher_params": teacher.count_params(),
+        "student_params": student.count_params(),
+        "build_seconds": build_seconds,
+        "disk_bytes_per_10k": disk_bytes * 10_000 / SAMPLES,
+        "rounds": rounds - 1,
+    }
+
+
+def ratios(times, numerator, *denominators):
+    """Median over rounds of the per-round ratio: (wall, CPU)."""
+    per_round = times[numerator] / sum(times[name] for name in denominators)
+    return np.median(per_round, axis=0)
+
+
+def memory_probe(which):
+    """Trains for two epochs in this fresh process and prints peak RSS (MB)."""
+    x, y = make_data()
+    teacher, student = make_models()
+    if which == "student":
+        model = student
+    else:
+        model = kerasdistill.Distiller(
+            teacher, student, kerasdistill.LogitsDistillation(TEMPERATURE)
+        )
+    model.compile(keras.optimizers.Adam(1e-3), SPARSE_CE)
+    if which == "cached":
+        data = kerasdistill.cache_teacher_outputs(
+            teacher, (x, y), model.distillation_losses, batch_size=BATCH_SIZE
+        )
+        model.fit(data, epochs=2, verbose=0)
+    else:
+        model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, verbose=0)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_rss_mb(which):
+    output = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", which],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return float(output.strip().splitlines()[-1])
+
+
+RATIOS = [
+    ("floor: ours, logits / (teacher predict + student only)",
+     ("ours, logits", "teacher predict", "student only"), "<= 1.05"),
+    ("ours / keras.distillation, logits",
+     ("ours, logits", "keras.distillation, logits"), ""),
+    ("ours / keras.distillation, logits + feature",
+     ("ours, logits + feature", "keras.distillation, logits + feature"), ""),
+    ("cached: ours, cached teacher / student only",
+     ("ours, logits, cached teacher", "student only"), "<= 1.15"),
+    ("ours, cached teacher / ours, logits",
+     ("ours, logits, cached teacher", "ours, logits"), ""),
+]
+
+
+def report(results, memory):
+    times = results["times"]
+    lines = [
+        f"teacher {results['teacher_params']:,} params, student "
+        f"{results['student_params']:,} params "
+        f"({results['teacher_params'] / results['student_params']:.1f}x); "
+        f"{SAMPLES:,} samples, batch {BATCH_SIZE}; {results['rounds']} "
+        "epochs each after one warm-up round",
+        "",
+        f"{'epoch time, wall clock (s)':<40} {'median':>7} {'min':>7} {'max':>7} {'CPU':>7}",
+    ]
+    for name, values in times.items():
+        wall = values[:, 0]
+        lines.append(
+            f"{name:<40} {np.median(wall):>7.3f} {wall.min():>7.3f} "
+            f"{wall.max():>7.3f} {np.median(values[:, 1]):>7.3f}"
+        )
+    lines += [
+        f"{'building the cache (one teacher pass)':<40} {results['build_seconds']:>7.3f}",
+        "",
+        f"{'ratio, median of per-round ratios':<56} {'wall':>6} {'CPU':>6}  target",
+    ]
+    for label, (numerator, *denominators), target in RATIOS:
+        wall, cpu = ratios(times, numerator, *denominators)
+        lines.append(f"{label:<56} {wall:>6.3f} {cpu:>6.3f}  {target}")
+    lines += [
+        "",
+        f"{'peak RSS, 2 epochs, fresh process (MB)':<40} {'value':>7}",
+    ]
+    for name, megabytes in memory.items():
+        lines.append(f"{name:<40} {megabytes:>7.0f}")
+    lines += [
+        f"{'distillation / student only':<40} "
+        f"{memory['distillation'] / memory['student only']:>7.3f}",
+        f"{'disk cache per 10,000 samples (MB)':<40} "
+        f"{results['disk_bytes_per_10k'] / 1e6:>7.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="rounds of one epoch per configuration (first is warm-up)")
+    parser.add_argument("--memory-probe", choices=["student", "distillation", "cached"],
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return
+    memory = {
+        "student only": peak_rss_mb("student"),
+        "distillation": peak_rss_mb("distillation"),
+        "distillation, cached teacher": peak_rss_mb("cached"),
+    }
+    print(report(measure_speed(args.rounds), memory))
+
+
+if __name__ == "__main__":
+    main()

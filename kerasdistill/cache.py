@@ -1,0 +1,560 @@
+"""Teacher outputs computed once and fed to the `Distiller` through `tf.data`.
+
+A teacher forward pass often costs several times a student training step.
+When the inputs are not randomly augmented, the teacher's outputs on them
+never change, so `cache_teacher_outputs` runs the teacher once and returns a
+`tf.data.Dataset` whose batches carry them; the `Distiller` recognises such
+batches and skips the teacher.
+
+Format of an element (documented, so that a pipeline may map over it): a
+Keras `(x, y, sample_weight)` tuple -- `(x, y)` without sample weights, `x`
+alone without labels -- whose `x` is a dict
+
+    {
+        "kerasdistill_cache:teacher=<name>,params=<count>": sample index (int64),
+        "inputs": the inputs, as given,
+        "teacher_outputs": the teacher's outputs (`training=False`),
+        "teacher_features": {teacher_layer_name: that layer's output},
+    }
+
+The first key is the marker (no user input is named so): it tells the
+`Distiller` that the batch is cached and records which teacher it was built
+for, so a cache built for another teacher, or lacking a tapped layer that
+the losses need, is refused when the train function is traced, before any
+weight changes. A cache on disk also records the number of samples and a
+checksum of the teacher's weights, checked when it is reused.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import tree
+from keras.src.trainers import data_adapters
+
+from kerasdistill import checks
+from kerasdistill import compat
+from kerasdistill import taps
+
+MARKER = "kerasdistill_cache"
+INPUTS = "inputs"
+TEACHER_OUTPUTS = "teacher_outputs"
+TEACHER_FEATURES = "teacher_features"
+METADATA_FILE = "kerasdistill_cache.json"
+_FORMAT = 1
+_DTYPES = ("float16", "float32", "float64")
+_AUGMENTATION_LAYERS = ("RandAugment", "AugMix", "MixUp", "CutMix", "Solarization")
+
+
+def cache_teacher_outputs(
+    teacher,
+    data,
+    distillation_losses=None,
+    batch_size=32,
+    shuffle=True,
+    path=None,
+    dtype=None,
+    overwrite=False,
+):
+    """Runs `teacher` once over `data` and returns a dataset that carries
+    its outputs, for `kerasdistill.Distiller.fit` / `evaluate`.
+
+    The teacher runs in inference mode (`training=False`), batch by batch.
+    The returned `tf.data.Dataset` yields the inputs, the labels and sample
+    weights when `data` has them, the teacher's outputs and the outputs of
+    the teacher layers that `distillation_losses` tap (see the module
+    docstring for the format). A `Distiller` whose teacher is `teacher`
+    trains on it without running the teacher: an epoch then costs about a
+    student-only epoch. With `path`, the cache is written there and a later
+    call (in another run) with the same `path` reuses it instead of running
+    the teacher, after checking that it was built for this teacher (name,
+    parameter count, weights), these tapped layers and this many samples.
+
+    Do not cache when the inputs are randomly augmented (in the data
+    pipeline or by layers of the student): the teacher must see the same
+    augmented input as the student (Beyer et al. 2022), and a cache holds
+    the teacher's outputs on one fixed version of each input. Both cases are
+    detected and warned about where possible.
+
+    Args:
+        teacher: The trained teacher, a `keras.Model`.
+        data: What `fit()` takes: inputs `x` (arrays, a dict or list of
+            arrays), a tuple `(x, y)` or `(x, y, sample_weight)` of arrays,
+            or a `tf.data.Dataset` / `keras.utils.PyDataset` yielding
+            batches of those. A tuple is read as `(x, y, sample_weight)`,
+            as Keras does; pass several inputs as a list or dict.
+        distillation_losses: The losses the cache will serve (one or a
+            list); the teacher layers they tap (`teacher_layer_name`) are
+            cached too. `None` caches the final outputs only.
+        batch_size: Size of the batches the teacher runs on and the returned
+            dataset yields (the last may be smaller), like `fit()`'s.
+            `None` returns single samples, for a pipeline of your own
+            (`.shuffle(n).batch(b)`), and runs the teacher on batches of
+            32; a `tf.data.Dataset` given as `data` keeps its own batches
+            for the teacher.
+        shuffle: Whether the batches are reshuffled at each epoch, as
+            `fit(shuffle=True)` does. Only with a `batch_size`.
+        path: A directory to write the cache to, or to reuse it from.
+            `None` holds it in memory.
+        dtype: `None` keeps the teacher's dtype; `"float16"` halves the
+            memory and disk taken by the teacher's outputs and features
+            (the losses compute in float32 either way).
+        overwrite: Rebuild the cache at `path` even if one is there.
+
+    Returns:
+        A `tf.data.Dataset`, batched and reshuffled at each iteration when
+        `batch_size` is given, else of single samples.
+
+    Example:
+
+    ```python
+    losses = [kerasdistill.LogitsDistillation(temperature=4.0)]
+    cached = kerasdistill.cache_teacher_outputs(
+        teacher, (x_train, y_train), losses, batch_size=64
+    )
+    distiller = kerasdistill.Distiller(teacher, student, losses)
+    distiller.compile("adam", loss="sparse_categorical_crossentropy")
+    distiller.fit(cached, epochs=20)  # the teacher does not run
+    ```
+
+    Reference:
+        Beyer et al., "Knowledge distillation: A good teacher is patient and
+        consistent", CVPR 2022. https://arxiv.org/abs/2106.05237
+    """
+    checks.check_model(teacher, "teacher")
+    _check_batch_size(batch_size, shuffle)
+    if dtype is not None:
+        checks.check_choice(dtype, _DTYPES, "dtype")
+    layer_names = teacher_layer_names(distillation_losses)
+    adapter = _adapter(data, batch_size)
+    if path is not None:
+        wanted = _metadata(teacher, layer_names, dtype)
+        if not overwrite and _holds_cache(path):
+            wanted.update(_describe_data(adapter))
+            stored = _read_metadata(path)
+            _check_reusable(stored, wanted, path)
+            return _from_disk(path, stored["samples"], batch_size, shuffle)
+    _warn_if_random(data)
+    network = taps.TappedNetwork(teacher, layer_names, "teacher")
+    batches = _teacher_batches(network, adapter, marker_key(teacher), dtype)
+    if path is None:
+        return _from_arrays(_concatenate(batches), batch_size, shuffle)
+    _prepare_directory(path, overwrite)
+    wanted.update(_save(batches, path))
+    with open(os.path.join(path, METADATA_FILE), "w") as file:
+        json.dump(wanted, file, indent=2)
+    return _from_disk(path, wanted["samples"], batch_size, shuffle)
+
+
+def teacher_layer_names(distillation_losses):
+    """The teacher layers that `distillation_losses` tap, in order, once.
+
+    Example:
+
+    ```python
+    hint = kerasdistill.FeatureDistillation("mse", "t_hidden", "s_hidden")
+    kerasdistill.cache.teacher_layer_names([hint])  # ["t_hidden"]
+    ```
+    """
+    if distillation_losses is None:
+        return []
+    if not isinstance(distillation_losses, (list, tuple)):
+        distillation_losses = [distillation_losses]
+    names = [
+        getattr(compat.as_distillation_loss(loss), "teacher_layer_name", None)
+        for loss in distillation_losses
+    ]
+    return list(dict.fromkeys(name for name in names if name is not None))
+
+
+def marker_key(teacher):
+    """The marker key of batches cached for `teacher`.
+
+    Example:
+
+    ```python
+    kerasdistill.cache.marker_key(teacher)
+    # "kerasdistill_cache:teacher=teacher,params=85002"
+    ```
+    """
+    return f"{MARKER}:teacher={teacher.name},params={_params(teacher)}"
+
+
+def is_cached(x):
+    """Whether `x` (the `x` of a batch, or its spec) is a cached batch."""
+    return isinstance(x, dict) and any(
+        isinstance(key, str) and key.startswith(f"{MARKER}:") for key in x
+    )
+
+
+def student_inputs(x):
+    """The inputs of a cached batch `x`, or `x` itself."""
+    return x[INPUTS] if is_cached(x) else x
+
+
+def read(x, teacher, layer_names, student):
+    """Returns `(inputs, (teacher_outputs, {layer_name: features}))` of a
+    cached batch, after checking that it was built for `teacher` and holds
+    the `layer_names` the losses tap.
+
+    Example:
+
+    ```python
+    inputs, teacher_taps = kerasdistill.cache.read(x, teacher, [], student)
+    ```
+    """
+    check_cached(x, teacher, layer_names)
+    augmenting = _augmentation_layers(student)
+    if augmenting:
+        warnings.warn(
+            "The student has random augmentation layers "
+            f"{augmenting}, but the teacher outputs come from a cache, "
+            "computed once on the inputs before augmentation: the student "
+            "learns to map augmented inputs to the teacher's outputs on "
+            "other inputs. Teacher and student must see the same augmented "
+            "input (Beyer et al. 2022); fit on the inputs themselves so "
+            "that the teacher runs at each step.",
+            stacklevel=2,
+        )
+    features = {name: x[TEACHER_FEATURES][name] for name in layer_names}
+    return x[INPUTS], (x[TEACHER_OUTPUTS], features)
+
+
+def check_cached(x, teacher, layer_names):
+    """Raises a `ValueError` unless the cached batch (or batch spec) `x` was
+    built for `teacher` and holds the teacher layers `layer_names`."""
+    if isinstance(teacher, (list, tuple)):
+        raise ValueError(
+            "Expected a Distiller with one teacher to read cached teacher "
+            f"outputs. Received a cache for a Distiller with {len(teacher)} "
+            "teachers. Fit on the inputs themselves (each teacher runs once "
+            "per step), or wrap the teachers in one keras.Model and cache "
+            "its outputs."
+        )
+    keys = [key for key in x if isinstance(key, str) and key.startswith(f"{MARKER}:")]
+    expected = marker_key(teacher)
+    if keys != [expected]:
+        raise ValueError(
+            "Expected teacher outputs cached for this Distiller's teacher "
+            f"('{expected}'). Received a cache built for "
+            f"{[key[len(MARKER) + 1:] for key in keys]}. Rebuild it with "
+            "kerasdistill.cache_teacher_outputs(distiller.teacher, data, "
+            "distiller.distillation_losses), or fit on the inputs themselves."
+        )
+    cached = sorted(x.get(TEACHER_FEATURES, {}))
+    missing = [name for name in layer_names if name not in cached]
+    if missing:
+        raise ValueError(
+            "Expected the cache to hold the teacher layers that the "
+            f"distillation losses tap: {list(layer_names)}. Received a cache "
+            f"of the layers {cached}, without {missing}. Rebuild it with "
+            "kerasdistill.cache_teacher_outputs(teacher, data, "
+            "distillation_losses) given the same losses as the Distiller."
+        )
+
+
+def check_dataset(dataset, teacher, layer_names):
+    """Checks a `tf.data.Dataset` of cached batches from its element spec
+    (before training); does nothing for other data."""
+    if not isinstance(dataset, tf.data.Dataset):
+        return
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
+    if is_cached(x):
+        check_cached(x, teacher, layer_names)
+
+
+def _check_batch_size(batch_size, shuffle):
+    if batch_size is None:
+        if shuffle is not True:
+            raise ValueError(
+                "`shuffle` applies to the batches the cache yields, but "
+                f"batch_size=None. Received: shuffle={shuffle!r}. Pass a "
+                "batch_size, or shuffle the single samples yourself."
+            )
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(
+            "Expected `batch_size` to be an integer or None. Received: "
+            f"batch_size={batch_size!r} of type {type(batch_size).__name__}"
+        )
+    checks.check_positive(batch_size, "batch_size")
+    if not isinstance(shuffle, bool):
+        raise TypeError(
+            f"Expected `shuffle` to be True or False. Received: shuffle={shuffle!r}"
+        )
+
+
+def _adapter(data, batch_size):
+    if isinstance(data, tuple):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    else:
+        x, y, sample_weight = data, None, None
+    if x is None:
+        raise ValueError(
+            "Expected `data` to hold the inputs. Received: data=None."
+        )
+    return data_adapters.get_data_adapter(
+        x, y, sample_weight, batch_size=batch_size or 32, shuffle=False
+    )
+
+
+def _metadata(teacher, layer_names, dtype):
+    """What a cache on disk records about what it was built for."""
+    return {
+        "format": _FORMAT,
+        "teacher": teacher.name,
+        "teacher_params": _params(teacher),
+        "teacher_weights_sha256": _weights_digest(teacher),
+        "layer_names": layer_names,
+        "dtype": dtype,
+    }
+
+
+def _params(teacher):
+    return teacher.count_params() if teacher.built else None
+
+
+def _weights_digest(teacher):
+    digest = hashlib.sha256()
+    for weight in teacher.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def _teacher_batches(network, adapter, marker, dtype):
+    """Yields `(cached_x, y, sample_weight)` numpy batches (None where
+    `data` has no labels or weights)."""
+    run = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+    start = 0
+    for batch in adapter.get_tf_dataset():
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        outputs, features = run(x)
+        size = int(tree.flatten(x)[0].shape[0])
+        cached = {
+            marker: np.arange(start, start + size, dtype="int64"),
+            INPUTS: x,
+            TEACHER_OUTPUTS: _cast(outputs, dtype),
+            TEACHER_FEATURES: _cast(features, dtype),
+        }
+        start += size
+        yield tree.map_structure(
+            keras.ops.convert_to_numpy, (cached, y, sample_weight), none_is_leaf=False
+        )
+    if start == 0:
+        raise ValueError("Expected `data` to hold samples. Received no batch.")
+
+
+def _cast(structure, dtype):
+    if dtype is None:
+        return structure
+    return tree.map_structure(
+        lambda t: tf.cast(t, dtype) if t.dtype.is_floating else t, structure
+    )
+
+
+def _concatenate(batches):
+    batches = list(batches)
+    return tree.map_structure(
+        lambda *arrays: np.concatenate(arrays), *batches, none_is_leaf=False
+    )
+
+
+def _pack(element):
+    return keras.utils.pack_x_y_sample_weight(*element)
+
+
+def _from_arrays(element, batch_size, shuffle):
+    """A dataset over numpy arrays: of single samples without `batch_size`,
+    else of batches gathered by shuffled indices (the vectorised scheme of
+    Keras's array adapter, but reshuffled at each epoch even under
+    `keras.utils.set_random_seed`)."""
+    packed = _pack(element)
+    if batch_size is None:
+        return tf.data.Dataset.from_tensor_slices(packed)
+    samples = len(_marker_values(element[0]))
+    arrays = tf.data.Dataset.from_tensors(packed).repeat()
+    return (
+        tf.data.Dataset.zip(_index_batches(samples, batch_size, shuffle), arrays)
+        .map(_gather, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+        .apply(tf.data.experimental.assert_cardinality(-(-samples // batch_size)))
+    )
+
+
+def _index_batches(samples, batch_size, shuffle):
+    """Batches of sample indices, in a new random order at each iteration."""
+    full = samples - samples % batch_size
+
+    def batches(seed):
+        indices = tf.range(samples, dtype=tf.int64)
+        if shuffle:
+            indices = tf.random.experimental.stateless_shuffle(
+                indices, seed=tf.stack([seed, seed])
+            )
+        result = tf.data.Dataset.from_tensor_slices(
+            tf.reshape(indices[:full], [-1, batch_size])
+        )
+        if full < samples:
+            result = result.concatenate(tf.data.Dataset.from_tensors(indices[full:]))
+        return result
+
+    seeds = tf.data.Dataset.random(rerandomize_each_iteration=True).take(1)
+    return seeds.flat_map(batches)
+
+
+def _gather(indices, arrays):
+    return tree.map_structure(lambda array: tf.gather(array, indices), arrays)
+
+
+def _save(batches, path):
+    """Writes the batches with `tf.data.Dataset.save`; returns what the
+    metadata records about the data."""
+    first = next(batches)
+    _, y, sample_weight = first
+    packed = _pack(first)
+    signature = tree.map_structure(
+        lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)), packed
+    )
+    samples = []
+
+    def generator():
+        for element in _chain(first, batches):
+            samples.append(len(_marker_values(element[0])))
+            yield _pack(element)
+
+    tf.data.Dataset.from_generator(generator, output_signature=signature).save(path)
+    return {
+        "samples": int(sum(samples)),
+        "labels": y is not None,
+        "sample_weights": sample_weight is not None,
+    }
+
+
+def _marker_values(cached_x):
+    return next(v for k, v in cached_x.items() if k.startswith(f"{MARKER}:"))
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _from_disk(path, samples, batch_size, shuffle):
+    dataset = tf.data.Dataset.load(path)
+    if batch_size is None:
+        return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(samples))
+    batches = [
+        keras.utils.unpack_x_y_sample_weight(batch)
+        for batch in dataset.as_numpy_iterator()
+    ]
+    return _from_arrays(_concatenate(batches), batch_size, shuffle)
+
+
+def _holds_cache(path):
+    return os.path.isfile(os.path.join(path, METADATA_FILE))
+
+
+def _read_metadata(path):
+    with open(os.path.join(path, METADATA_FILE)) as file:
+        return json.load(file)
+
+
+def _describe_data(adapter):
+    samples, has_labels, has_weights = 0, False, False
+    for batch in adapter.get_tf_dataset():
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        samples += int(tree.flatten(x)[0].shape[0])
+        has_labels, has_weights = y is not None, sample_weight is not None
+    return {"samples": samples, "labels": has_labels, "sample_weights": has_weights}
+
+
+def _check_reusable(stored, wanted, path):
+    differences = [
+        f"{key}: cached {stored.get(key)!r}, wanted {wanted[key]!r}"
+        for key in ("format", "teacher", "teacher_params",
+                    "teacher_weights_sha256", "samples", "labels",
+                    "sample_weights", "dtype")
+        if stored.get(key) != wanted[key]
+    ]
+    missing = [n for n in wanted["layer_names"] if n not in stored.get("layer_names", [])]
+    if missing:
+        differences.append(
+            f"layer_names: cached {stored.get('layer_names')}, wanted "
+            f"{wanted['layer_names']} (missing {missing})"
+        )
+    if differences:
+        raise ValueError(
+            f"Expected the cache at '{path}' to match this teacher, its "
+            "tapped layers and this data. Received a cache built for other "
+            f"ones: {'; '.join(differences)}. Pass overwrite=True to rebuild "
+            "it, or another path."
+        )
+
+
+def _prepare_directory(path, overwrite):
+    if not os.path.exists(path) or not os.listdir(path):
+        return
+    is_snapshot = os.path.isfile(os.path.join(path, "dataset_spec.pb"))
+    if not (_holds_cache(path) or is_snapshot):
+        raise ValueError(
+            f"Expected `path` to be a new or empty directory, or a cache. "
+            f"Received: path='{path}', which holds other files "
+            "(kerasdistill does not delete them). Choose another path."
+        )
+    if not overwrite:
+        raise ValueError(
+            f"Expected a complete cache at '{path}'. Received an incomplete "
+            "one (its build was interrupted). Pass overwrite=True to rebuild "
+            "it."
+        )
+    shutil.rmtree(path)
+
+
+def _random_ops(dataset):
+    """The random TensorFlow ops in `dataset`'s pipeline (augmentation)."""
+    try:
+        graph = tf.compat.v1.GraphDef.FromString(
+            dataset._as_serialized_graph().numpy()
+        )
+    except Exception:  # A pipeline that cannot be serialized: not checked.
+        return []
+    nodes = list(graph.node)
+    for function in graph.library.function:
+        nodes.extend(function.node_def)
+    return sorted(
+        {
+            node.op for node in nodes
+            if not node.op.endswith("Dataset")
+            and ("Random" in node.op or node.op.startswith("Stateful")
+                 or "TruncatedNormal" in node.op or "Multinomial" in node.op)
+        }
+    )
+
+
+def _warn_if_random(data):
+    if not isinstance(data, tf.data.Dataset):
+        return
+    ops = _random_ops(data)
+    if ops:
+        warnings.warn(
+            f"The data pipeline uses random operations {ops}. If they "
+            "augment the inputs, the cache freezes one augmented version of "
+            "each input and the student never sees the others; with random "
+            "augmentation, teacher and student must see the same augmented "
+            "input at each step (Beyer et al. 2022): fit on the data itself "
+            "instead of caching.",
+            stacklevel=3,
+        )
+
+
+def _augmentation_layers(model):
+    return [
+        layer.name for layer in model._flatten_layers(include_self=False)
+        if type(layer).__name__.startswith("Random")
+        or type(layer).__name__ in _AUGMENTATION_LAYERS
+    ]

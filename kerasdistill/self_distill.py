@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from kerasdistill import _training
+from kerasdistill import cache
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
 
@@ -262,6 +263,17 @@ class SelfDistiller(distiller_module.Distiller):
                 continue
             d = ops.cast(decay, teacher_weight.dtype)
             teacher_weight.assign(d * teacher_weight + (1.0 - d) * weight)
+
+    def _inputs_and_teacher_taps(self, x):
+        if cache.is_cached(x):
+            raise ValueError(
+                "Expected the inputs themselves: a SelfDistiller's teacher "
+                "changes during training (snapshot or EMA), so outputs cached "
+                "by kerasdistill.cache_teacher_outputs would be stale. "
+                "Received a batch of cached teacher outputs. Fit on the "
+                "inputs."
+            )
+        return super()._inputs_and_teacher_taps(x)
 
     def _distillation_loss(self, *args, **kwargs):
         return self._teacher_ready * super()._distillation_loss(*args, **kwargs)

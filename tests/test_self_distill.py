@@ -273,3 +273,12 @@ def test_bad_model_raises():
     ema = kd.SelfDistiller(make_classifier(4), "snapshot", kd.LogitsDistillation())
     with pytest.raises(ValueError, match='teacher="ema" only'):
         ema.ema_decay = 0.5
+
+
+def test_cached_teacher_outputs_are_refused(classification_data):
+    x, y = classification_data
+    distiller = kd.SelfDistiller(make_classifier(8), "ema", kd.LogitsDistillation(2.0))
+    distiller.compile("adam", SPARSE_CE)
+    cached = kd.cache_teacher_outputs(distiller.teacher, (x, y), batch_size=16)
+    with pytest.raises(ValueError, match="would be stale"):
+        distiller.fit(cached, epochs=1, verbose=0)

@@ -102,10 +102,16 @@ def test_distiller_with_feature_taps_trains_on_tfds_pipelines(name, mock_tfds):
                              epochs=1, verbose=0).history
     scores = distiller.evaluate(kd.tfds_data.prepare(dicts, 8), verbose=0,
                                 return_dict=True)
+    cached = kd.cache_teacher_outputs(  # teacher outputs and tapped features
+        teacher, kd.tfds_data.prepare(supervised, 8), distiller.distillation_losses,
+        batch_size=8,
+    )
+    from_cache = distiller.fit(cached, epochs=1, verbose=0).history
 
-    for logs in (history, transfer):
+    for logs in (history, transfer, from_cache):
         assert np.isfinite(logs["loss"][0]) and logs["distillation_loss"][0] > 0
     assert "student_loss" in history and "student_loss" not in transfer
+    assert "student_loss" in from_cache
     assert 0.0 <= scores["accuracy"] <= 1.0 and np.isfinite(scores["loss"])
     for before, after in zip(teacher_weights, teacher.weights):
         np.testing.assert_array_equal(before, after.numpy())

@@ -104,29 +104,8 @@ def dist(teacher_logits, student_logits, beta=1.0, gamma=1.0, temperature=1.0):
     return value * ops.square(temperature)
 
 
-class _TemperedLoss(losses.DistillationLoss):
-    """A logit loss with a schedulable temperature variable."""
-
-    def __init__(self, temperature, name=None, **kwargs):
-        super().__init__(name=name, **kwargs)
-        checks.check_positive(temperature, "temperature")
-        self._temperature = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(float(temperature)),
-            trainable=False,
-            dtype="float32",
-            name="temperature",
-        )
-
-    @property
-    def temperature(self):
-        """The temperature variable; assign a number > 0 to change it."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value):
-        checks.check_positive(value, "temperature")
-        self._temperature.assign(float(value))
+class _SingleOutputLogitsLoss(losses.TemperedLoss):
+    """A loss on the logits of one output, with a schedulable temperature."""
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         name = type(self).__name__
@@ -146,14 +125,8 @@ class _TemperedLoss(losses.DistillationLoss):
         checks.check_outputs_are_logits(teacher, "teacher", fix=fix)
         checks.check_outputs_are_logits(student, "student", fix=fix)
 
-    def get_config(self):
-        config = super().get_config()
-        config["temperature"] = float(ops.convert_to_numpy(self._temperature))
-        return config
-
-
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class DKD(_TemperedLoss):
+class DKD(_SingleOutputLogitsLoss):
     """Decoupled knowledge distillation: the target-class (TCKD) and the
     non-target-class (NCKD) parts of Hinton's KL, weighted separately.
 
@@ -207,7 +180,7 @@ class DKD(_TemperedLoss):
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class DIST(_TemperedLoss):
+class DIST(_SingleOutputLogitsLoss):
     """DIST: the student matches the teacher's relations (Pearson
     correlations) between classes within a sample and between samples
     within a class, rather than its exact probabilities, which helps when

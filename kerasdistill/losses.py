@@ -255,8 +255,57 @@ _LOGITS_LOSSES = {
 }
 
 
+class TemperedLoss(DistillationLoss):
+    """Base of the losses that soften logits by a temperature.
+
+    The temperature is a non-trainable `keras.Variable`: assigning
+    `loss.temperature = 2.0` (or a `TemperatureScheduler`) changes the loss
+    inside a compiled train function without tracing it again.
+
+    Args:
+        temperature: A number > 0.
+        name: Optional name.
+
+    Example:
+
+    ```python
+    class Tempered(kerasdistill.losses.TemperedLoss):
+        def call(self, teacher_outputs, student_outputs):
+            return kerasdistill.losses.logits_kl_divergence(
+                teacher_outputs, student_outputs, self.temperature
+            )
+    ```
+    """
+
+    def __init__(self, temperature, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        checks.check_positive(temperature, "temperature")
+        self._temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(float(temperature)),
+            trainable=False,
+            dtype="float32",
+            name="temperature",
+        )
+
+    @property
+    def temperature(self):
+        """The temperature variable; assign a number > 0 to change it."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        checks.check_positive(value, "temperature")
+        self._temperature.assign(float(value))
+
+    def get_config(self):
+        config = super().get_config()
+        config["temperature"] = float(ops.convert_to_numpy(self._temperature))
+        return config
+
+
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class LogitsDistillation(DistillationLoss):
+class LogitsDistillation(TemperedLoss):
     """Hinton knowledge distillation on the final outputs.
 
     The student matches the teacher's temperature-softened class
@@ -302,8 +351,7 @@ class LogitsDistillation(DistillationLoss):
         name=None,
         **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
-        checks.check_positive(temperature, "temperature")
+        super().__init__(temperature, name=name, **kwargs)
         for spec in _flat_specs(loss):
             checks.check_choice(spec, _LOGITS_LOSSES, "loss")
         if not _flat_specs(loss):
@@ -313,23 +361,6 @@ class LogitsDistillation(DistillationLoss):
             )
         self.loss = loss
         self.from_logits = from_logits
-        self._temperature = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(float(temperature)),
-            trainable=False,
-            dtype="float32",
-            name="temperature",
-        )
-
-    @property
-    def temperature(self):
-        """The temperature variable; assign a number > 0 to change it."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value):
-        checks.check_positive(value, "temperature")
-        self._temperature.assign(float(value))
 
     def call(self, teacher_outputs, student_outputs):
         def per_output(spec, teacher, student, _):
@@ -358,13 +389,7 @@ class LogitsDistillation(DistillationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "temperature": float(ops.convert_to_numpy(self._temperature)),
-                "loss": self.loss,
-                "from_logits": self.from_logits,
-            }
-        )
+        config.update({"loss": self.loss, "from_logits": self.from_logits})
         return config
 
 

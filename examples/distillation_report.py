@@ -12,7 +12,6 @@ plots) is written to the folder given as argument.
 import sys
 
 import keras
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 

@@ -51,7 +51,7 @@ def main(seed=0, epochs=100, labeled=200):
                         (f"student, labels only ({labeled})", baseline),
                         ("student, distilled", distiller.student)]:
         print(f"{name:<30}{model.count_params():>8,}{rmse(model, x_test, y_test):>11.3f}")
-    print(f"noise floor (label noise std): 1.000")
+    print("noise floor (label noise std): 1.000")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from kerasdistill import losses
 from kerasdistill import recipes
 from kerasdistill import schedules
 from kerasdistill import tfds_data
-from kerasdistill import trial
+from kerasdistill import trial  # noqa: F401 (registers TrialDistiller for loading)
 from kerasdistill.born_again import BornAgainResult
 from kerasdistill.born_again import born_again
 from kerasdistill.cache import cache_teacher_outputs

@@ -1,5 +1,6 @@
-"""Small pieces shared by the models that write their own train step
-(deep supervision, mutual learning)."""
+"""Small pieces shared by the models that train a student: the Distiller
+and those that write their own train step (deep supervision, mutual
+learning)."""
 
 import keras
 import tensorflow as tf
@@ -7,6 +8,7 @@ from keras import ops
 from keras import tree
 from keras.src.losses.loss import scale_loss_for_distribution
 
+from kerasdistill import checks
 from kerasdistill import compat
 from kerasdistill import losses
 
@@ -38,13 +40,18 @@ def output_distillation_loss(loss, what):
     return loss
 
 
-def distillation_value(loss, teacher, student, y, sample_weight):
-    """`loss` on (stop-gradient `teacher`, `student`), as a float32 scalar."""
+def distillation_value(loss, teacher, student, y, sample_weight, training=None):
+    """`loss` on (stop-gradient `teacher`, `student`), as a float32 scalar:
+    a kerasdistill loss weighted per sample, a `keras.distillation` loss
+    (one value per batch) scaled for the replicas."""
     teacher = tree.map_structure(ops.stop_gradient, teacher)
     if hasattr(loss, "validate_outputs"):
         loss.validate_outputs(teacher, student)
     if isinstance(loss, losses.DistillationLoss):
-        return loss.compute_loss(teacher, student, sample_weight=sample_weight, y_true=y)
+        return loss.compute_loss(
+            teacher, student, sample_weight=sample_weight, y_true=y,
+            training=training,
+        )
     if sample_weight is not None:
         raise ValueError(
             f"{type(loss).__name__} returns one value per batch, so it cannot "
@@ -74,3 +81,19 @@ def serialize_uncompiled(model):
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
     return config
+
+
+def _get_student_loss_weight(model):
+    return model._student_loss_weight
+
+
+def _set_student_loss_weight(model, value):
+    checks.check_unit_interval(value, "student_loss_weight")
+    model._student_loss_weight.assign(float(value))
+
+
+student_loss_weight = property(
+    _get_student_loss_weight,
+    _set_student_loss_weight,
+    doc="`alpha`, a variable; assign a number in [0, 1] to change it.",
+)

@@ -136,15 +136,7 @@ class DeepSupervision(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.built = True
 
-    @property
-    def student_loss_weight(self):
-        """`alpha`, a variable; assign a number in [0, 1] to change it."""
-        return self._student_loss_weight
-
-    @student_loss_weight.setter
-    def student_loss_weight(self, value):
-        checks.check_unit_interval(value, "student_loss_weight")
-        self._student_loss_weight.assign(float(value))
+    student_loss_weight = _training.student_loss_weight
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)

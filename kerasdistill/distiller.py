@@ -7,15 +7,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 from keras import tree
-from keras.src.losses.loss import scale_loss_for_distribution
 from keras.src.losses.loss import unscale_loss_for_distribution
 
+from kerasdistill import _training
 from kerasdistill import cache
 from kerasdistill import checks
 from kerasdistill import compat
 from kerasdistill import distribute
 from kerasdistill import ensemble
-from kerasdistill import losses
 from kerasdistill import taps
 
 
@@ -138,9 +137,9 @@ class Distiller(keras.Model):
             for model in teachers:
                 loss.validate_model_compatibility(model, student)
         distribute.check_scope(teachers, student, self.distillation_losses)
-        self._student_loss_weight = _non_trainable("student_loss_weight", student_loss_weight)
+        self._student_loss_weight = _training.non_trainable("student_loss_weight", student_loss_weight)
         self._distillation_loss_weights = [
-            _non_trainable(f"distillation_loss_weight_{i}", weight)
+            _training.non_trainable(f"distillation_loss_weight_{i}", weight)
             for i, weight in enumerate(distillation_loss_weights)
         ]
         self._networks = {
@@ -167,15 +166,7 @@ class Distiller(keras.Model):
             return list(self.teacher)
         return [self.teacher]
 
-    @property
-    def student_loss_weight(self):
-        """`alpha`, a variable; assign a number in [0, 1] to change it."""
-        return self._student_loss_weight
-
-    @student_loss_weight.setter
-    def student_loss_weight(self, value):
-        checks.check_unit_interval(value, "student_loss_weight")
-        self._student_loss_weight.assign(float(value))
+    student_loss_weight = _training.student_loss_weight
 
     @property
     def distillation_loss_weights(self):
@@ -277,7 +268,7 @@ class Distiller(keras.Model):
                 teacher_taps=teacher_taps, student_taps=student_taps,
             )
             self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+                unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
             )
             loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
@@ -298,7 +289,7 @@ class Distiller(keras.Model):
             teacher_taps=teacher_taps, student_taps=student_taps,
         )
         self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
         )
         logs = self._metrics_logs(x, y, student_taps[0], sample_weight)
         return distribute.step_logs(self.distribute_strategy, logs)
@@ -345,11 +336,11 @@ class Distiller(keras.Model):
             total = alpha * student_loss + (1.0 - alpha) * distillation_loss
             self.student_loss_tracker.update_state(
                 unscale_loss_for_distribution(student_loss),
-                sample_weight=_batch_size(x),
+                sample_weight=_training.batch_size(x),
             )
         self.distillation_loss_tracker.update_state(
             unscale_loss_for_distribution(distillation_loss),
-            sample_weight=_batch_size(x),
+            sample_weight=_training.batch_size(x),
         )
         for regularization in self.student.losses:
             total = total + ops.cast(
@@ -370,14 +361,14 @@ class Distiller(keras.Model):
         if self._compile_loss is not None:
             loss = ops.cast(self._compile_loss(y, y_pred, sample_weight), "float32")
             self.student_loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+                unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
             )
         for regularization in self.student.losses:
             loss = loss + ops.cast(
                 self._aggregate_additional_loss(regularization), "float32"
             )
         self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=_batch_size(x)
+            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
         )
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         logs.pop(self.distillation_loss_tracker.name)
@@ -438,28 +429,10 @@ class Distiller(keras.Model):
             student = _select(student_taps, getattr(loss, "student_layer_name", None))
             for teacher_weight, taps_ in parts:
                 teacher = _select(taps_, getattr(loss, "teacher_layer_name", None))
-                if hasattr(loss, "validate_outputs"):
-                    loss.validate_outputs(teacher, student)
-                total = total + weight * teacher_weight * self._one_loss(
+                total = total + weight * teacher_weight * _training.distillation_value(
                     loss, teacher, student, y, sample_weight, training
                 )
         return total
-
-    def _one_loss(self, loss, teacher, student, y, sample_weight, training):
-        if isinstance(loss, losses.DistillationLoss):
-            return loss.compute_loss(
-                teacher, student, sample_weight=sample_weight, y_true=y,
-                training=training,
-            )
-        if sample_weight is not None:
-            raise ValueError(
-                f"{type(loss).__name__} returns one value per batch, so it "
-                "cannot apply the `sample_weight` / `class_weight` given to "
-                "fit(). Subclass kerasdistill.DistillationLoss and return one "
-                "value per sample from `call`, or fit without sample weights."
-            )
-        value = ops.cast(loss.compute_loss(teacher, student), "float32")
-        return scale_loss_for_distribution(value)
 
     def _metrics_logs(self, x, y, y_pred, sample_weight):
         if y is None:  # Label metrics are not built without labels.
@@ -513,11 +486,11 @@ class Distiller(keras.Model):
         config.update(
             {
                 "teacher": (
-                    [_serialize_uncompiled(t) for t in self.teacher]
+                    [_training.serialize_uncompiled(t) for t in self.teacher]
                     if isinstance(self.teacher, (list, tuple))
-                    else _serialize_uncompiled(self.teacher)
+                    else _training.serialize_uncompiled(self.teacher)
                 ),
-                "student": _serialize_uncompiled(self.student),
+                "student": _training.serialize_uncompiled(self.student),
                 "distillation_losses": [
                     keras.saving.serialize_keras_object(loss)
                     for loss in self.distillation_losses
@@ -548,18 +521,6 @@ class Distiller(keras.Model):
         return cls(**config)
 
 
-def _serialize_uncompiled(model):
-    """Serializes a model without its own compile state: the Distiller's
-    optimizer trains the student and the teacher is frozen."""
-    config = keras.saving.serialize_keras_object(model)
-    config.pop("compile_config", None)
-    return config
-
-
-def _non_trainable(name, value):
-    return keras.Variable(float(value), dtype="float32", trainable=False, name=name)
-
-
 def _as_list(value, name):
     if value is None:
         raise ValueError(
@@ -577,10 +538,6 @@ def _layer_names(losses, role):
 def _select(taps_, layer_name):
     outputs, features = taps_
     return outputs if layer_name is None else features[layer_name]
-
-
-def _batch_size(x):
-    return tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
 
 
 def _check_same_inputs(teacher, student):

@@ -100,15 +100,7 @@ class MutualLearning(keras.Model):
         if all(model.built for model in models):
             self.built = True
 
-    @property
-    def student_loss_weight(self):
-        """`alpha`, a variable; assign a number in [0, 1] to change it."""
-        return self._student_loss_weight
-
-    @student_loss_weight.setter
-    def student_loss_weight(self, value):
-        checks.check_unit_interval(value, "student_loss_weight")
-        self._student_loss_weight.assign(float(value))
+    student_loss_weight = _training.student_loss_weight
 
     def compile(
         self, optimizer="adam", loss=None, metrics=None, weighted_metrics=None, **kwargs

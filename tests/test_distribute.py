@@ -1,7 +1,9 @@
 """The Distiller under tf.distribute: MirroredStrategy on 2 logical CPUs and
-MultiWorkerMirroredStrategy with 2 local workers match one device; a killed
-worker resumes from BackupAndRestore and continues the schedules; misplaced
-scopes and options TensorFlow cannot distribute are refused clearly.
+MultiWorkerMirroredStrategy with 2 local workers match one device (the
+Distiller, the SelfDistiller's EMA and snapshot teachers, cached teacher
+outputs); a killed worker resumes from BackupAndRestore and continues the
+alpha/temperature schedule callbacks; misplaced scopes and options
+TensorFlow cannot distribute are refused clearly.
 
 The distributed runs are processes (`distribute_runner.py`), launched with a
 timeout and always killed on the way out.
@@ -23,15 +25,24 @@ import pytest
 import tensorflow as tf
 from conftest import make_classifier
 from distribute_runner import ALPHAS
+from distribute_runner import SAMPLES
+from distribute_runner import TEACHER_OUTSIDE
 from distribute_runner import TEMPERATURES
 
 import kerasdistill as kd
 
 RUNNER = Path(__file__).with_name("distribute_runner.py")
 ROOT = RUNNER.parent.parent
-# Add SelfDistiller / cached-teacher cases here (and in distribute_runner.CASES).
-MIRRORED_CASES = ["logits_and_feature", "batch_mean_losses"]
-MULTI_WORKER_CASE = "logits_and_feature"
+# Cases of distribute_runner.CASES. Each adds a few seconds to one process.
+MIRRORED_CASES = [
+    "logits_and_feature",
+    "batch_mean_losses",
+    "self_distillation_ema",
+    "self_distillation_snapshot",
+    "cached_teacher",
+]
+MULTI_WORKER_CASES = ["logits_and_feature", "cached_teacher"]
+FAULT_TOLERANCE_CASE = "logits_and_feature"  # has the schedule callbacks
 TIMEOUT_S = 300
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -62,10 +73,10 @@ def _free_ports(count):
 
 
 @contextlib.contextmanager
-def _cluster(directory, case, worker_args=((), ())):
+def _cluster(directory, cases, worker_args=((), ())):
     """Starts one worker process per entry of `worker_args` on free local
-    ports, writing its results and log to `directory`; yields them; kills
-    whatever still runs on the way out."""
+    ports, fitting `cases` in turn and writing its results and log to
+    `directory`; yields them; kills whatever still runs on the way out."""
     ports = _free_ports(len(worker_args))
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
@@ -74,7 +85,7 @@ def _cluster(directory, case, worker_args=((), ())):
             tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
             log = open(directory / f"worker_{index}.log", "w")
             processes.append(subprocess.Popen(
-                [sys.executable, str(RUNNER), "worker", str(directory), case, *args],
+                [sys.executable, str(RUNNER), "worker", str(directory), *cases, *args],
                 env=_env(TF_CONFIG=json.dumps(tf_config)),
                 stdout=log, stderr=subprocess.STDOUT,
             ))
@@ -115,7 +126,8 @@ def _load(path):
 
 
 def _assert_same_run(run, reference, epochs=slice(None)):
-    """Same history (for the epochs given), final weights and predictions."""
+    """Same history (for the epochs given), final weights and predictions,
+    and the same variables on every replica."""
     keys = sorted(k for k in reference if k.startswith("history/"))
     assert sorted(k for k in run if k.startswith("history/")) == keys
     for key in keys:
@@ -129,6 +141,7 @@ def _assert_same_run(run, reference, epochs=slice(None)):
                                    err_msg=key)
     np.testing.assert_allclose(run["predictions"], reference["predictions"],
                                rtol=1e-5, atol=1e-5)
+    assert float(run["replica_spread"]) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -154,17 +167,33 @@ def test_mirrored_strategy_matches_one_device(mirrored_runs, case):
     one_device = _load(mirrored_runs / f"{case}_one_device.npz")
     mirrored = _load(mirrored_runs / f"{case}_mirrored.npz")
     assert int(one_device["replicas"]) == 1 and int(mirrored["replicas"]) == 2
+    # One case creates its teacher outside the scope: it is only read, so
+    # the result is the same.
+    assert bool(mirrored["teacher_mirrored"]) == (case != TEACHER_OUTSIDE)
     _assert_same_run(mirrored, one_device)
     assert one_device["history/loss"][-1] != pytest.approx(one_device["history/loss"][0])
 
 
 @pytest.mark.slow
-def test_teacher_created_outside_the_scope_gives_the_same_result(mirrored_runs):
-    case = MIRRORED_CASES[0]
-    _assert_same_run(
-        _load(mirrored_runs / f"{case}_teacher_outside.npz"),
-        _load(mirrored_runs / f"{case}_one_device.npz"),
-    )
+@pytest.mark.parametrize("teacher", ["ema", "snapshot"])
+def test_self_distiller_teacher_is_updated_on_every_replica(mirrored_runs, teacher):
+    # The EMA is updated in the replicated train step, each replica on its
+    # own copy; the snapshot by a callback. Every copy must match one device.
+    one_device = _load(mirrored_runs / f"self_distillation_{teacher}_one_device.npz")
+    mirrored = _load(mirrored_runs / f"self_distillation_{teacher}_mirrored.npz")
+    teacher_keys = [k for k in one_device if k.startswith("teacher/")]
+    assert teacher_keys
+    for key in teacher_keys:
+        np.testing.assert_allclose(mirrored[key], one_device[key], rtol=1e-5,
+                                   atol=1e-6, err_msg=key)
+    gaps = [np.max(np.abs(mirrored[key] - mirrored[key.replace("teacher/", "student/")]))
+            for key in teacher_keys]
+    if teacher == "ema":  # an average of past weights, behind the model
+        assert min(gaps) > 1e-4
+    else:  # the snapshot taken at the end of the last epoch
+        assert max(gaps) == 0.0
+        assert mirrored["history/distillation_loss"][0] == 0.0  # no teacher yet
+        assert mirrored["history/distillation_loss"][1] > 0.0
 
 
 @pytest.mark.slow
@@ -185,16 +214,32 @@ def test_options_tensorflow_cannot_distribute_are_refused(mirrored_runs, option,
     assert "train on one device" in refused["message"]
 
 
+@pytest.fixture(scope="module")
+def multi_worker_runs(tmp_path_factory):
+    """MULTI_WORKER_CASES fitted in turn by one cluster of 2 workers, which
+    then read a shuffled cache of teacher outputs."""
+    out = tmp_path_factory.mktemp("multi_worker")
+    with _cluster(out, MULTI_WORKER_CASES, [("--shuffled-cache",)] * 2) as workers:
+        _wait_all(workers, out)
+    return out
+
+
 @pytest.mark.slow
-def test_multi_worker_matches_one_device(mirrored_runs, tmp_path):
-    reference = _load(mirrored_runs / f"{MULTI_WORKER_CASE}_one_device.npz")
-    with _cluster(tmp_path, MULTI_WORKER_CASE) as workers:
-        _wait_all(workers, tmp_path)
+@pytest.mark.parametrize("case", MULTI_WORKER_CASES)
+def test_multi_worker_matches_one_device(mirrored_runs, multi_worker_runs, case):
+    reference = _load(mirrored_runs / f"{case}_one_device.npz")
     for index in range(2):
-        run = _load(tmp_path / f"{MULTI_WORKER_CASE}_worker_{index}.npz")
+        run = _load(multi_worker_runs / f"{case}_worker_{index}.npz")
         assert int(run["replicas"]) == 2
         _assert_same_run(run, reference)
-        refused = json.loads((tmp_path / f"limits_worker_{index}.json").read_text())
+
+
+@pytest.mark.slow
+def test_multi_worker_refuses_options_tensorflow_cannot_distribute(multi_worker_runs):
+    for index in range(2):
+        refused = json.loads(
+            (multi_worker_runs / f"limits_worker_{index}.json").read_text()
+        )
         for option in ("jit_compile", "steps_per_execution"):
             assert refused[f"distiller_{option}"]["type"] == "ValueError"
             assert "MultiWorkerMirroredStrategy with 2 replica(s)" in (
@@ -202,14 +247,30 @@ def test_multi_worker_matches_one_device(mirrored_runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_multi_worker_reads_each_cached_sample_once_per_epoch(multi_worker_runs):
+    # With the same seed on every worker, the workers shuffle alike and each
+    # reads its own share of every global batch. (Without a seed, each
+    # shuffles its own way, as with Keras's arrays: some samples are read
+    # twice in an epoch and others not at all.)
+    orders = [json.loads((multi_worker_runs / f"shuffled_cache_worker_{i}.json").read_text())
+              for i in range(2)]
+    for epoch in range(2):
+        first, second = (order[epoch] for order in orders)
+        assert len(first) == len(second) == SAMPLES // 2
+        assert sorted(first + second) == list(range(SAMPLES))
+    assert orders[0][0] != orders[0][1]  # reshuffled at each epoch
+
+
+@pytest.mark.slow
 def test_killed_worker_resumes_and_continues_the_schedules(mirrored_runs, tmp_path):
-    reference = _load(mirrored_runs / f"{MULTI_WORKER_CASE}_one_device.npz")
+    case = FAULT_TOLERANCE_CASE
+    reference = _load(mirrored_runs / f"{case}_one_device.npz")
     backup = tmp_path / "backup"
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
     killed_at = ("--kill-at", "1:1")  # epoch 1, after its second batch
-    with _cluster(first, MULTI_WORKER_CASE,
+    with _cluster(first, [case],
                   [("--backup-dir", str(backup)),
                    ("--backup-dir", str(backup), *killed_at)]) as workers:
         codes = _wait(workers, first, lambda codes: codes[1] is not None)
@@ -221,11 +282,11 @@ def test_killed_worker_resumes_and_continues_the_schedules(mirrored_runs, tmp_pa
         metadata = json.loads((backup / f"worker_{index}" / "training_metadata.json").read_text())
         assert metadata["epoch"] == 1  # backed up at the end of epoch 0
 
-    with _cluster(second, MULTI_WORKER_CASE,
+    with _cluster(second, [case],
                   [("--backup-dir", str(backup))] * 2) as workers:
         _wait_all(workers, second)
     for index in range(2):
-        run = _load(second / f"{MULTI_WORKER_CASE}_worker_{index}.npz")
+        run = _load(second / f"{case}_worker_{index}.npz")
         assert list(run["epochs"]) == [1, 2]  # resumed, not restarted
         np.testing.assert_allclose(run["history/alpha"], ALPHAS[1:], rtol=1e-6)
         np.testing.assert_allclose(run["history/temperature"], TEMPERATURES[1:])

@@ -87,8 +87,31 @@ class Constant(Schedule):
         return {"value": self.value}
 
 
+class _Transition(Schedule):
+    """A move from `start` to `end` over `steps` steps from step `begin`,
+    then a hold; subclasses give the shape in `__call__`."""
+
+    def __init__(self, start, end, steps, begin=0):
+        checks.check_number(start, "start")
+        checks.check_number(end, "end")
+        _check_steps(steps, "steps", minimum=1)
+        _check_steps(begin, "begin", minimum=0)
+        self.start = start
+        self.end = end
+        self.steps = steps
+        self.begin = begin
+
+    def get_config(self):
+        return {
+            "start": self.start,
+            "end": self.end,
+            "steps": self.steps,
+            "begin": self.begin,
+        }
+
+
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class Linear(Schedule):
+class Linear(_Transition):
     """Moves linearly from `start` to `end` over `steps` steps, then holds.
 
     `value(step) = start + (end - start) * clip((step - begin) / steps, 0, 1)`.
@@ -109,32 +132,14 @@ class Linear(Schedule):
     ```
     """
 
-    def __init__(self, start, end, steps, begin=0):
-        checks.check_number(start, "start")
-        checks.check_number(end, "end")
-        _check_steps(steps, "steps", minimum=1)
-        _check_steps(begin, "begin", minimum=0)
-        self.start = start
-        self.end = end
-        self.steps = steps
-        self.begin = begin
-
     def __call__(self, step):
         return self.start + (self.end - self.start) * _progress(
             step, self.begin, self.steps
         )
 
-    def get_config(self):
-        return {
-            "start": self.start,
-            "end": self.end,
-            "steps": self.steps,
-            "begin": self.begin,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class Cosine(Schedule):
+class Cosine(_Transition):
     """Half a cosine from `start` to `end` over `steps` steps, then holds.
 
     `value(step) = end + (start - end) * (1 + cos(pi * t)) / 2` with
@@ -157,27 +162,9 @@ class Cosine(Schedule):
         Restarts", ICLR 2017 (the cosine annealing shape).
     """
 
-    def __init__(self, start, end, steps, begin=0):
-        checks.check_number(start, "start")
-        checks.check_number(end, "end")
-        _check_steps(steps, "steps", minimum=1)
-        _check_steps(begin, "begin", minimum=0)
-        self.start = start
-        self.end = end
-        self.steps = steps
-        self.begin = begin
-
     def __call__(self, step):
         t = _progress(step, self.begin, self.steps)
         return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    def get_config(self):
-        return {
-            "start": self.start,
-            "end": self.end,
-            "steps": self.steps,
-            "begin": self.begin,
-        }
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")

@@ -3,18 +3,14 @@ and those that write their own train step (deep supervision, mutual
 learning)."""
 
 import keras
-import tensorflow as tf
+import numpy as np
 from keras import ops
 from keras import tree
-from keras.src.losses.loss import scale_loss_for_distribution
 
 from kerasdistill import checks
 from kerasdistill import compat
 from kerasdistill import losses
-
-
-def batch_size(x):
-    return tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
+from kerasdistill import reduction
 
 
 def require_labels(y, what):
@@ -60,19 +56,97 @@ def distillation_value(loss, teacher, student, y, sample_weight, training=None):
             "sample from `call`, or fit without sample weights."
         )
     value = ops.cast(loss.compute_loss(teacher, student), "float32")
-    return scale_loss_for_distribution(value)
+    return reduction.scale_for_replicas(value)
 
 
-def regularization(model, layer):
-    """The sum of `layer`'s regularization losses, aggregated as `model`'s."""
+def regularization(model):
+    """The sum of `model.losses` (the regularization and `add_loss` losses
+    of its forward pass), in float32, as Keras's `compute_loss` adds them.
+
+    Read it before the teacher runs in `compute_loss`: the teacher's own
+    forward pass would add its activity losses on some backends."""
     total = ops.zeros((), dtype="float32")
-    for value in layer.losses:
-        total = total + ops.cast(model._aggregate_additional_loss(value), "float32")
+    for value in model.losses:
+        total = total + ops.sum(ops.cast(value, "float32"))
     return total
 
 
 def non_trainable(name, value):
     return keras.Variable(float(value), dtype="float32", trainable=False, name=name)
+
+
+def read(variable):
+    """A scalar variable's value as a Python float (outside a trace)."""
+    return float(np.asarray(ops.convert_to_numpy(variable)))
+
+
+def track(tracker, value, batch):
+    """Records a loss (scaled for the replicas) in a `Mean` tracker, per sample."""
+    tracker.update_state(reduction.unscale_for_replicas(value), sample_weight=batch)
+
+
+def has_labels(x, y):
+    """Whether data given to `fit(x, y)` carries labels, when that can be
+    told without reading it: `y` given, or a `tf.data.Dataset` whose
+    elements are `(x, y, ...)` tuples. `False` when unknown."""
+    if y is not None:
+        return True
+    spec = getattr(x, "element_spec", None)
+    return isinstance(spec, tuple) and len(spec) >= 2 and spec[1] is not None
+
+
+def compile_from_config(model, config):
+    """`compile()` from `get_compile_config()` (used when loading), building
+    the optimizer so that its saved variables load."""
+    model.compile(**keras.saving.deserialize_keras_object(config))
+    if model.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class LatestValue(keras.metrics.Metric):
+    """A metric that reports the last value it was given: how History logs
+    a variable (alpha, a temperature) that a schedule changes, read inside
+    the compiled step on every backend.
+
+    Example:
+
+    ```python
+    alpha = LatestValue(name="alpha")
+    alpha.update_state(0.5)
+    alpha.result()  # 0.5
+    ```
+    """
+
+    def __init__(self, name, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", name="value", aggregation="mean"
+        )
+
+    def update_state(self, value):
+        self.value.assign(ops.cast(value, self.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        """Keeps the value: it is the variable's, not the epoch's."""
+
+
+def temperature_trackers(distillation_losses):
+    """`[(loss, LatestValue)]` for each loss with a temperature variable,
+    logged as `temperature` (one such loss) or `<loss name>_temperature`."""
+    tempered = [
+        loss for loss in distillation_losses
+        if isinstance(getattr(loss, "temperature", None), keras.Variable)
+    ]
+    return [
+        (loss, LatestValue(
+            name="temperature" if len(tempered) == 1 else f"{loss.name}_temperature"
+        ))
+        for loss in tempered
+    ]
 
 
 def serialize_uncompiled(model):

@@ -10,6 +10,8 @@ import numbers
 import keras
 from keras import tree
 
+from kerasdistill import taps
+
 
 def check_number(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -77,6 +79,31 @@ def check_model(model, role):
         )
 
 
+def check_not_shared(teacher, student):
+    """Refuses a student that is the teacher, or that shares weights with it
+    (built on the teacher's layer objects): freezing the teacher would
+    freeze those weights in the student too, silently."""
+    if teacher is student:
+        raise ValueError(
+            "Expected the teacher and the student to be two models. Received "
+            f"the same model '{student.name}' for both: the teacher is frozen, "
+            "so nothing would train. To distil a model into itself, use "
+            "kerasdistill.SelfDistiller(model, ...), which keeps a snapshot or "
+            "moving-average copy as the teacher."
+        )
+    teacher_weights = {id(v): v for v in teacher.weights}
+    shared = [v.path for v in student.weights if id(v) in teacher_weights]
+    if shared:
+        raise ValueError(
+            "Expected the student to have weights of its own. Received a "
+            f"student '{student.name}' that shares {len(shared)} weight(s) with "
+            f"the teacher '{teacher.name}' (e.g. {shared[:3]}): it was built "
+            "on the teacher's layers, which are frozen with the teacher. Copy "
+            "them instead: `copy = keras.models.clone_model(layer_or_model); "
+            "copy.set_weights(layer_or_model.get_weights())`."
+        )
+
+
 def check_same_structure(first, second, context):
     try:
         tree.assert_same_structure(first, second)
@@ -120,7 +147,7 @@ def check_outputs_are_logits(model, role, fix=None):
         "softmax from the model."
     )
     for output in symbolic_outputs(model) or []:
-        layer = output._keras_history.operation
+        layer = taps.output_layer(model, output)
         activation = getattr(layer, "activation", None)
         if isinstance(layer, keras.layers.Softmax) or (
             activation is keras.activations.softmax

@@ -1,25 +1,32 @@
 """The `Distiller`: a `keras.Model` that trains a student from a frozen
-teacher with `compile()` / `fit()`."""
+teacher with `compile()` / `fit()`, on every Keras backend.
+
+It overrides `call` and `compute_loss` and leaves the train and test steps
+to Keras's own trainers (TensorFlow, JAX, PyTorch). `call` runs the student
+once, with its tapped layers; `compute_loss` reads those features from the
+same pass (`taps.PassRecord`), runs the teacher once and combines the
+losses.
+"""
 
 import inspect
 
 import keras
-import tensorflow as tf
 from keras import ops
 from keras import tree
-from keras.src.losses.loss import unscale_loss_for_distribution
 
+from kerasdistill import _keras_internals
 from kerasdistill import _training
 from kerasdistill import cache
 from kerasdistill import checks
 from kerasdistill import compat
 from kerasdistill import distribute
 from kerasdistill import ensemble
+from kerasdistill import reduction
 from kerasdistill import taps
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class Distiller(keras.Model):
+class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
     """Trains `student` to imitate a frozen `teacher` and fit the labels.
 
     The loss of a batch is
@@ -94,12 +101,6 @@ class Distiller(keras.Model):
         name="distiller",
         **kwargs,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "kerasdistill needs the TensorFlow backend of Keras. Received "
-                f"backend '{keras.backend.backend()}'. Set the environment "
-                "variable KERAS_BACKEND=tensorflow before importing keras."
-            )
         super().__init__(name=name, **kwargs)
         teachers, teacher_weights = ensemble.check_teachers(
             teacher, teacher_weights, teacher_combination
@@ -122,6 +123,7 @@ class Distiller(keras.Model):
         for weight in distillation_loss_weights:
             checks.check_non_negative(weight, "each distillation loss weight")
         for model in teachers:
+            checks.check_not_shared(model, student)
             _check_same_inputs(model, student)
 
         self.teacher = teacher if len(teachers) == 1 else teachers
@@ -151,10 +153,18 @@ class Distiller(keras.Model):
                 student, _layer_names(self.distillation_losses, "student"), "student"
             ),
         }
+        self._student_pass = taps.PassRecord()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        self.alpha_tracker = _training.LatestValue(name="alpha")
+        tempered = _training.temperature_trackers(self.distillation_losses)
+        self._tempered_losses = [loss for loss, _ in tempered]
+        self.temperature_trackers = [tracker for _, tracker in tempered]
+        self._labels_without_loss = False
+        self._alpha_value = float(student_loss_weight)  # read while tracing
         self._evaluate_with_teacher = True
         if student.built:
             self.built = True
@@ -166,7 +176,18 @@ class Distiller(keras.Model):
             return list(self.teacher)
         return [self.teacher]
 
-    student_loss_weight = _training.student_loss_weight
+    @property
+    def student_loss_weight(self):
+        """`alpha`, a variable; assign a number in [0, 1] to change it."""
+        return self._student_loss_weight
+
+    @student_loss_weight.setter
+    def student_loss_weight(self, value):
+        checks.check_unit_interval(value, "student_loss_weight")
+        if self._labels_without_loss:
+            self._check_student_loss(float(value))
+        self._student_loss_weight.assign(float(value))
+        self._alpha_value = float(value)
 
     @property
     def distillation_loss_weights(self):
@@ -231,10 +252,11 @@ class Distiller(keras.Model):
         distiller.compile(optimizer="adam", loss="mse", metrics=["mae"])
         ```
         """
-        distribute.check_compile(self._distribute_strategy, kwargs)
-        with distribute.scope(self._distribute_strategy):  # as tf.keras did
+        strategy = distribute.strategy_of(self)
+        distribute.check_compile(strategy, kwargs)
+        with distribute.scope(strategy):  # as tf.keras did
             optimizer = keras.optimizers.get(optimizer)
-            distribute.check_optimizer(self._distribute_strategy, optimizer)
+            distribute.check_optimizer(strategy, optimizer)
             if self.student.dtype_policy.name == "mixed_float16" and not isinstance(
                 optimizer, keras.optimizers.LossScaleOptimizer
             ):
@@ -243,138 +265,174 @@ class Distiller(keras.Model):
 
     def compile_from_config(self, config):
         """Compiles from `get_compile_config()` (used when loading)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        _training.compile_from_config(self, config)
 
     def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; datasets of cached teacher outputs
-        (`kerasdistill.cache_teacher_outputs`) are checked before training."""
+        """`keras.Model.fit`; checked before training: datasets of cached
+        teacher outputs (`kerasdistill.cache_teacher_outputs`), and labels
+        with `student_loss_weight` > 0 but no `loss` in `compile()`."""
         arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
         for data in (arguments.get("x"), arguments.get("validation_data")):
             cache.check_dataset(data, self.teacher, self._networks["teacher"].layer_names)
+        if _training.has_labels(arguments.get("x"), arguments.get("y")):
+            self._labels_without_loss = self.loss is None
+            self._alpha_value = _training.read(self._student_loss_weight)
+            self._check_student_loss(self._alpha_value)
         return super().fit(*args, **kwargs)
 
     def call(self, inputs, training=None):
-        return self.student(cache.student_inputs(inputs), training=training)
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, teacher_taps = self._inputs_and_teacher_taps(x)
-        with tf.GradientTape() as tape:
-            student_taps = self._run("student", x, training=True)
-            loss = self.compute_loss(
-                x, y, student_taps[0], sample_weight, training=True,
-                teacher_taps=teacher_taps, student_taps=student_taps,
-            )
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
-            )
-            loss = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        logs = self._metrics_logs(x, y, student_taps[0], sample_weight)
-        logs.update(self._schedulable_values())
-        return distribute.step_logs(self.distribute_strategy, logs)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not self._evaluate_with_teacher:
-            return self._student_test_step(cache.student_inputs(x), y, sample_weight)
-        x, teacher_taps = self._inputs_and_teacher_taps(x)
-        student_taps = self._run("student", x, training=False)
-        loss = self.compute_loss(
-            x, y, student_taps[0], sample_weight, training=False,
-            teacher_taps=teacher_taps, student_taps=student_taps,
+        outputs, features = self._networks["student"](
+            cache.student_inputs(inputs), training=training
         )
-        self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
-        )
-        logs = self._metrics_logs(x, y, student_taps[0], sample_weight)
-        return distribute.step_logs(self.distribute_strategy, logs)
+        if features:
+            self._student_pass.store(outputs, features)
+        return outputs
 
     def compute_loss(
-        self,
-        x=None,
-        y=None,
-        y_pred=None,
-        sample_weight=None,
-        training=True,
-        teacher_taps=None,
-        student_taps=None,
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         """Returns the total loss of a batch and updates the loss trackers.
 
+        `alpha * student_loss + (1 - alpha) * distillation_loss` plus the
+        student's regularization losses; the distillation term alone on a
+        batch without labels. The teacher runs once on `x` (or its outputs
+        are read from a cached batch). The student's tapped features come
+        from the forward pass that produced `y_pred` in this step; for a
+        `y_pred` made elsewhere, the student runs again to tap them.
+
         Args:
-            x: The inputs.
+            x: The inputs (or a cached batch).
             y: The labels, or `None` on a transfer set.
-            y_pred: The student's outputs.
+            y_pred: The student's outputs; computed from `x` when `None`.
             sample_weight: Optional per-sample weights.
             training: Whether this is a training step.
-            teacher_taps: `(outputs, features)` of the teacher on `x`;
-                computed when `None`.
-            student_taps: `(outputs, features)` of the student on `x`;
-                computed when `None`.
 
         Returns:
             A float32 scalar tensor.
+
+        Example:
+
+        ```python
+        loss = distiller.compute_loss(x, y, distiller.student(x))
+        ```
         """
-        if teacher_taps is None:
-            x, teacher_taps = self._inputs_and_teacher_taps(x)
-        if student_taps is None:
-            student_taps = self._run("student", x, training=training)
-            y_pred = student_taps[0]
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        student_taps = (y_pred, self._student_features(x, y_pred, training))
+        if not training and not self._evaluate_with_teacher:
+            return self._student_only_loss(x, y, y_pred, sample_weight)
+        batch = reduction.batch_size(cache.student_inputs(x))
+        regularization = _training.regularization(self)
+        if y is not None:
+            student_loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
+        x, teacher_taps = self._inputs_and_teacher_taps(x)
         distillation_loss = self._distillation_loss(
             teacher_taps, student_taps, y, sample_weight, training
         )
         if y is None:
             total = distillation_loss
         else:
-            student_loss = self._student_loss(y, y_pred, sample_weight)
             alpha = self._student_loss_weight
             total = alpha * student_loss + (1.0 - alpha) * distillation_loss
-            self.student_loss_tracker.update_state(
-                unscale_loss_for_distribution(student_loss),
-                sample_weight=_training.batch_size(x),
-            )
-        self.distillation_loss_tracker.update_state(
-            unscale_loss_for_distribution(distillation_loss),
-            sample_weight=_training.batch_size(x),
-        )
-        for regularization in self.student.losses:
-            total = total + ops.cast(
-                self._aggregate_additional_loss(regularization), "float32"
-            )
+            _training.track(self.student_loss_tracker, student_loss, batch)
+        total = total + regularization
+        _training.track(self.distillation_loss_tracker, distillation_loss, batch)
+        _training.track(self.total_loss_tracker, total, batch)
+        self.alpha_tracker.update_state(self._student_loss_weight)
+        for loss, tracker in zip(self._tempered_losses, self.temperature_trackers):
+            tracker.update_state(loss.temperature)
         return total
 
-    def _student_test_step(self, x, y, sample_weight):
-        """The student's own loss and metrics, without the teacher."""
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The student's compiled metrics on the labels and the loss
+        trackers; on a batch without labels, the trackers it updates."""
+        if y is not None:
+            logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        else:
+            label_metrics = (self.student_loss_tracker, *self._compile_metric_objects())
+            logs = self._results(skip=label_metrics)
+        return distribute.step_logs(distribute.strategy_of(self), logs)
+
+    def get_metrics_result(self):
+        """The metrics' results, leaving out metrics not computed: label
+        metrics never built (training on inputs without labels), and the
+        teacher's terms when evaluating without it."""
+        return self._results(skip=())
+
+    def _results(self, skip):
+        if not self._evaluate_with_teacher:
+            skip = (*skip, self.distillation_loss_tracker, self.total_loss_tracker,
+                    self.alpha_tracker, *self.temperature_trackers)
+            if self.loss is None:
+                skip = (*skip, self.student_loss_tracker)
+        results = {}
+        for metric in self.metrics:
+            if not metric.variables or any(metric is m for m in skip):
+                continue  # an unbuilt CompileMetrics has no variables yet
+            result = metric.result()
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
+
+    def _compile_metric_objects(self):
+        """The metrics of `compile(metrics=...)`: all but Keras's `loss`
+        tracker and the Distiller's own."""
+        own = (self.student_loss_tracker, self.distillation_loss_tracker,
+               self.total_loss_tracker, self.alpha_tracker, *self.temperature_trackers)
+        return [
+            m for m in self.metrics
+            if m.name != "loss" and not any(m is o for o in own)
+        ]
+
+    def _student_features(self, x, y_pred, training):
+        if not self._networks["student"].layer_names:
+            return {}
+        features = self._student_pass.take(y_pred)
+        if features is None:  # y_pred was not made by this Distiller's call
+            _, features = self._networks["student"](
+                cache.student_inputs(x), training=training
+            )
+        return features
+
+    def _student_only_loss(self, x, y, y_pred, sample_weight):
+        """The student's own loss and regularization, without the teacher
+        (`evaluate_with_teacher = False`)."""
         if y is None:
             raise ValueError(
                 "evaluate_with_teacher=False reports the student's loss and "
                 "metrics on labels, but the data has none. Pass labels, or "
                 "set distiller.evaluate_with_teacher = True."
             )
-        y_pred = self.student(x, training=False)
-        loss = ops.zeros((), dtype="float32")
-        if self._compile_loss is not None:
-            loss = ops.cast(self._compile_loss(y, y_pred, sample_weight), "float32")
-            self.student_loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
-            )
-        for regularization in self.student.losses:
-            loss = loss + ops.cast(
-                self._aggregate_additional_loss(regularization), "float32"
-            )
-        self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
+        regularization = _training.regularization(self)
+        if self.loss is None:
+            return regularization
+        loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
+        _training.track(
+            self.student_loss_tracker, loss,
+            reduction.batch_size(cache.student_inputs(x)),
         )
-        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        logs.pop(self.distillation_loss_tracker.name)
-        if self._compile_loss is None:
-            logs.pop(self.student_loss_tracker.name)
-        return logs
+        return loss + regularization
+
+    def _student_loss(self, x, y, y_pred, sample_weight, regularization):
+        """The compiled loss on the labels, without the regularization
+        losses (which Keras's `compute_loss` adds)."""
+        if self.loss is None:
+            self._labels_without_loss = True
+            self._check_student_loss(self._alpha_value)
+            return ops.zeros((), dtype="float32")
+        total = super().compute_loss(
+            cache.student_inputs(x), y, y_pred, sample_weight, training=False
+        )
+        return ops.cast(total, "float32") - regularization
+
+    def _check_student_loss(self, alpha):
+        if self.loss is None and alpha > 0:
+            raise ValueError(
+                "Received labels, but compile() was given no `loss` for "
+                f"the student while student_loss_weight={alpha}. Pass a "
+                "loss to compile() (e.g. loss=keras.losses."
+                "SparseCategoricalCrossentropy(from_logits=True)), set "
+                "student_loss_weight=0, or fit on inputs without labels."
+            )
 
     def _inputs_and_teacher_taps(self, x):
         """`(inputs, (teacher_outputs, features))`: read from a batch of
@@ -383,40 +441,20 @@ class Distiller(keras.Model):
             return cache.read(
                 x, self.teacher, self._networks["teacher"].layer_names, self.student
             )
-        return x, self._run("teacher", x, training=False)
+        return x, self._run_teacher(x)
 
-    def _run(self, role, x, training):
-        network = self._networks[role]
+    def _run_teacher(self, x):
         checks.check_dict_inputs(x, self.student, "student")
         try:
-            taps_ = network(x, training=training)
+            taps_ = self._networks["teacher"](x, training=False)
         except (ValueError, TypeError) as error:
-            if role != "teacher":
-                raise
             raise ValueError(
                 "Expected the teacher to accept the student's inputs, but "
                 f"calling it on them failed: {error} Give both models the "
                 "same inputs, or wrap the teacher in a model that maps the "
                 "student's inputs to its own (e.g. resizing)."
             ) from error
-        if role == "teacher":  # (outputs, features), or a list per teacher
-            taps_ = tree.map_structure(ops.stop_gradient, taps_)
-        return taps_
-
-    def _student_loss(self, y, y_pred, sample_weight):
-        if self._compile_loss is None:
-            with tf.init_scope():  # Reads the variable eagerly while tracing.
-                alpha = float(self._student_loss_weight.numpy())
-            if alpha > 0:
-                raise ValueError(
-                    "Received labels, but compile() was given no `loss` for "
-                    f"the student while student_loss_weight={alpha}. Pass a "
-                    "loss to compile() (e.g. loss=keras.losses."
-                    "SparseCategoricalCrossentropy(from_logits=True)), set "
-                    "student_loss_weight=0, or fit on inputs without labels."
-                )
-            return ops.zeros((), dtype="float32")
-        return ops.cast(self._compile_loss(y, y_pred, sample_weight), "float32")
+        return tree.map_structure(ops.stop_gradient, taps_)
 
     def _distillation_loss(
         self, teacher_taps, student_taps, y, sample_weight, training
@@ -434,53 +472,6 @@ class Distiller(keras.Model):
                 )
         return total
 
-    def _metrics_logs(self, x, y, y_pred, sample_weight):
-        if y is None:  # Label metrics are not built without labels.
-            trackers = (self._loss_tracker, self.distillation_loss_tracker)
-            return {tracker.name: tracker.result() for tracker in trackers}
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def get_metrics_result(self):
-        """The metrics' results, leaving out label metrics never built
-        (training on inputs without labels)."""
-        results = {}
-        for metric in self.metrics:
-            if metric is self._compile_metrics and not metric.built:
-                continue
-            result = metric.result()
-            results.update(result if isinstance(result, dict) else {metric.name: result})
-        return results
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and distribute.is_multi_worker(
-            self._distribute_strategy
-        ):  # Keras reduces the batch across workers, which fails there.
-            data_batch = distribute.first_local_batch(self._distribute_strategy, iterator)
-            iterator = None
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _get_metrics_result_or_logs(self, logs):
-        # Keras reads the epoch's metrics across replicas only when the step
-        # logs hold nothing but metrics; alpha and the temperatures are more,
-        # so without this the epoch logs would be the mean of each replica's
-        # own results (wrong with sample weights or uneven replica batches).
-        if not isinstance(logs, dict):
-            return logs
-        results = self.get_metrics_result()
-        return {key: results.get(key, value) for key, value in logs.items()}
-
-    def _schedulable_values(self):
-        # Tensors, not variables: a run_eagerly=True step cannot return these.
-        values = {"alpha": tf.identity(self._student_loss_weight.value)}
-        temperatures = [
-            loss for loss in self.distillation_losses
-            if isinstance(getattr(loss, "temperature", None), keras.Variable)
-        ]
-        for loss in temperatures:
-            key = "temperature" if len(temperatures) == 1 else f"{loss.name}_temperature"
-            values[key] = tf.identity(loss.temperature.value)
-        return values
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -496,9 +487,9 @@ class Distiller(keras.Model):
                     for loss in self.distillation_losses
                 ],
                 "distillation_loss_weights": [
-                    float(w.numpy()) for w in self._distillation_loss_weights
+                    _training.read(w) for w in self._distillation_loss_weights
                 ],
-                "student_loss_weight": float(self._student_loss_weight.numpy()),
+                "student_loss_weight": _training.read(self._student_loss_weight),
                 "teacher_weights": list(self.teacher_weights),
                 "teacher_combination": self.teacher_combination,
             }

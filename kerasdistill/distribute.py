@@ -22,9 +22,41 @@ the replicas are those of the global batch.
 import contextlib
 
 import keras
-import tensorflow as tf
 from keras import ops
 from keras import tree
+
+from kerasdistill import _keras_internals
+
+
+class _TensorFlow:
+    """`tensorflow`, imported on first use: only the TensorFlow backend has
+    `tf.distribute` strategies, and `import kerasdistill` must not load
+    TensorFlow under JAX or PyTorch."""
+
+    def __getattr__(self, name):
+        import tensorflow
+
+        return getattr(tensorflow, name)
+
+
+tf = _TensorFlow()
+
+
+def _on_tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def strategy_of(model):
+    """The `tf.distribute` strategy `model` was created under, or `None`
+    (created outside any scope, or another backend than TensorFlow).
+
+    Example:
+
+    ```python
+    kerasdistill.distribute.strategy_of(distiller)  # None on one device
+    ```
+    """
+    return _keras_internals.created_strategy(model) if _on_tensorflow() else None
 
 
 def check_scope(teachers, student, distillation_losses):
@@ -44,6 +76,8 @@ def check_scope(teachers, student, distillation_losses):
         )
     ```
     """
+    if not _on_tensorflow():
+        return
     strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
     variables = [("student", v, True) for v in student.variables]
     variables += [("teacher", v, False) for t in teachers for v in t.variables]
@@ -99,6 +133,8 @@ def check_compile(strategy, compile_kwargs):
     )
     ```
     """
+    if not _on_tensorflow():
+        return
     if tf.distribute.has_strategy() and tf.distribute.get_strategy() is not strategy:
         where = "outside any scope" if strategy is None else f"under {_describe(strategy)}"
         raise ValueError(
@@ -204,9 +240,7 @@ def is_multi_worker(strategy):
     kerasdistill.distribute.is_multi_worker(distiller.distribute_strategy)
     ```
     """
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        strategy.extended._in_multi_worker_mode()
-    )
+    return strategy is not None and _keras_internals.spans_several_workers(strategy)
 
 
 def first_local_batch(strategy, epoch_iterator):
@@ -263,7 +297,7 @@ def step_logs(strategy, logs):
     return kerasdistill.distribute.step_logs(self.distribute_strategy, logs)
     ```
     """
-    if not is_multi_worker(strategy):
+    if not _on_tensorflow() or not is_multi_worker(strategy):
         return logs
     return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
 

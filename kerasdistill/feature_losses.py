@@ -18,7 +18,7 @@ the whole batch, unweighted. They need a batch of at least 2 (3 for
 checks; there such a batch contributes 0.
 """
 
-import tensorflow as tf
+import keras
 from keras import ops
 
 _EPSILON = 1e-12
@@ -392,6 +392,10 @@ def require_batch(x, minimum, name):
         if batch < minimum:
             raise ValueError(f"{message}{batch}{fix}")
         return x
+    if keras.backend.backend() != "tensorflow":
+        return x  # JAX and PyTorch know the batch size: checked above
+    import tensorflow as tf
+
     if not tf.is_symbolic_tensor(x):
         return x
     check = tf.debugging.assert_greater_equal(

@@ -3,7 +3,6 @@ toward a teacher layer's output, both tapped in the networks' single
 forward pass, through a learned adapter when their shapes differ."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 from keras import tree
 
@@ -189,7 +188,7 @@ class FeatureDistillation(losses_module.DistillationLoss):
                     f"{student_shape}. Pass adapter='auto' to learn a "
                     "projection, or tap layers of matching shapes."
                 )
-            if at_call and not tf.executing_eagerly():
+            if at_call:  # creating variables inside a training step fails
                 raise ValueError(
                     f"{type(self).__name__}: adapter='auto' must be built before "
                     "training, but the tapped shapes were unknown when the "

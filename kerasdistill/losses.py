@@ -14,10 +14,9 @@ import inspect
 import keras
 from keras import ops
 from keras import tree
-from keras.src.losses.loss import reduce_weighted_values
-from keras.src.losses.loss import scale_loss_for_distribution
 
 from kerasdistill import checks
+from kerasdistill import reduction
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
@@ -95,12 +94,7 @@ class DistillationLoss(keras.layers.Layer):
         values = ops.convert_to_tensor(values, dtype="float32")
         if len(values.shape) == 0:
             return self._batch_value(values, sample_weight)
-        return reduce_weighted_values(
-            values,
-            sample_weight=sample_weight,
-            reduction="sum_over_batch_size",
-            dtype="float32",
-        )
+        return reduction.weighted_mean(values, sample_weight)
 
     def per_sample_loss(
         self, teacher_outputs, student_outputs, y_true=None, training=None
@@ -131,7 +125,7 @@ class DistillationLoss(keras.layers.Layer):
                 "one value for the whole batch, shape (). Return per-sample "
                 "values, or fit without sample weights."
             )
-        return scale_loss_for_distribution(value)
+        return reduction.scale_for_replicas(value)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         """Raises a `ValueError` when the outputs cannot be compared."""

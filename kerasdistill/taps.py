@@ -20,12 +20,12 @@ returns `(outputs, {name: tensor})`; the names are then the dict's keys.
 
 import difflib
 import inspect
+import threading
 
 import keras
 from keras import tree
-from keras.src import backend as keras_backend
-from keras.src.models.functional import Functional
-from keras.src.ops.function import make_node_key
+
+from kerasdistill import _keras_internals
 
 SEPARATOR = "/"
 
@@ -92,21 +92,17 @@ def feature_spec(model, layer_name, role):
             return model.output
         path = resolve_path(model, layer_name, role)
         container = model if len(path) == 1 else path[-2]
-        node = _graph_node(container, path[-1], role, layer_name)
-        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
+        return _output_in_graph(container, path[-1], role, layer_name)
     inputs = _symbolic_inputs(model)
     if inputs is None:
         return None
     if layer_name is None:
-        return keras_backend.compute_output_spec(
-            lambda x: model(x, training=False), inputs
-        )
+        return model.compute_output_spec(inputs, training=False)
     if not returns_features(model):
         raise ValueError(_subclassed_message(model, [layer_name], role))
-    _, features = keras_backend.compute_output_spec(
-        lambda x: _call_returning_features(model, x, False, role), inputs
-    )
-    return select_features(features, [layer_name], model, role)[layer_name]
+    result = model.compute_output_spec(inputs, training=False, return_features=True)
+    _check_feature_pair(result, model, role)
+    return select_features(result[1], [layer_name], model, role)[layer_name]
 
 
 def find_layer(model, layer_name, role):
@@ -151,19 +147,80 @@ def resolve_path(model, layer_name, role):
         path = matches[0]
     container = model
     for layer in path:
-        _graph_node(container, layer, role, layer_name)
+        _output_in_graph(container, layer, role, layer_name)
         container = layer
     return path
 
 
-def is_graph_network(model):
-    """Whether `model` is a functional or a built Sequential model."""
-    if isinstance(model, keras.Sequential):
+def output_layer(model, tensor):
+    """The layer of the functional `model` that produces its output
+    `tensor`, looking into nested models; `None` when not found.
+
+    Example:
+
+    ```python
+    output_layer(model, model.outputs[0]).activation
+    ```
+    """
+    for layer in reversed(model.layers):
         try:
-            return bool(model.inputs)
-        except (AttributeError, ValueError):
-            return False
-    return isinstance(model, Functional)
+            outputs = tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # no or several call sites
+            continue
+        if any(output is tensor for output in outputs):
+            if isinstance(layer, keras.Model) and is_graph_network(layer):
+                return output_layer(layer, layer.outputs[outputs.index(tensor)])
+            return layer
+    return None
+
+
+class PassRecord:
+    """The tapped features of a network's last forward pass, found again
+    from its outputs, so that a training step that called the network once
+    in `call()` reads its features in `compute_loss()`.
+
+    Keras's trainers (TensorFlow, JAX, PyTorch) call `model(x)` and then
+    `model.compute_loss(x, y, y_pred, ...)` in the same trace, passing the
+    very output tensors on. Each thread (a `tf.distribute` replica) has its
+    own record; `take` returns the features only for the outputs they were
+    recorded with, and `None` otherwise (outputs the caller made itself).
+
+    Example:
+
+    ```python
+    record = PassRecord()
+    record.store(outputs, features)   # in call()
+    record.take(y_pred)               # in compute_loss(): the features
+    ```
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def store(self, outputs, features):
+        self._local.entry = (tree.flatten(outputs), features)
+
+    def take(self, outputs):
+        entry = getattr(self._local, "entry", None)
+        self._local.entry = None
+        if entry is None:
+            return None
+        recorded, features = entry
+        current = tree.flatten(outputs)
+        if len(recorded) != len(current) or any(
+            a is not b for a, b in zip(recorded, current)
+        ):
+            return None
+        return features
+
+
+def is_graph_network(model):
+    """Whether `model` is a functional or a built Sequential model: one
+    whose symbolic `inputs` and `outputs` are known."""
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):  # subclassed, or Sequential unbuilt
+        return False
 
 
 def returns_features(model):
@@ -190,13 +247,17 @@ def select_features(features, layer_names, model, role):
 
 def _call_returning_features(model, inputs, training, role):
     result = model(inputs, training=training, return_features=True)
+    _check_feature_pair(result, model, role)
+    return result
+
+
+def _check_feature_pair(result, model, role):
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise ValueError(
             f"Expected the {role} '{model.name}' called with "
             "`return_features=True` to return a pair `(outputs, {name: "
             f"tensor}})`. Received: {type(result).__name__}."
         )
-    return result
 
 
 def _symbolic_inputs(model):
@@ -220,10 +281,10 @@ def _build_tap_model(model, paths):
         if len(path) > 1:
             nested.setdefault(id(path[0]), (path[0], {}))[1][key] = path[1:]
     if not nested:
-        features = {}
-        for key, (layer,) in paths.items():
-            node = _graph_node(graph, layer, "model", key)
-            features[key] = node.outputs[0] if len(node.outputs) == 1 else node.outputs
+        features = {
+            key: _output_in_graph(graph, layer, "model", key)
+            for key, (layer,) in paths.items()
+        }
         return keras.Model(
             graph.input, [graph.output, features], name=f"{model.name}_taps"
         )
@@ -234,36 +295,31 @@ def _build_tap_model(model, paths):
     direct = {id(path[0]): key for key, path in paths.items() if len(path) == 1}
     features = {}
 
-    def call_fn(op, *args, **kwargs):
-        if id(op) in inner:
-            outputs, inner_features = inner[id(op)](*args, **kwargs)
+    def call_function(layer, *args, **kwargs):
+        if id(layer) in inner:
+            outputs, inner_features = inner[id(layer)](*args, **kwargs)
             features.update(inner_features)
         else:
-            outputs = op(*args, **kwargs)
-        if id(op) in direct:
-            features[direct[id(op)]] = outputs
+            outputs = layer(*args, **kwargs)
+        if id(layer) in direct:
+            features[direct[id(layer)]] = outputs
         return outputs
 
-    inputs = tree.map_structure(_fresh_input, graph.input)
-    # The outer graph is re-traced with the nested model's call replaced
-    # (Keras's own graph walk); every other layer is the user's own.
-    outputs = graph._run_through_graph(tree.flatten(inputs), call_fn=call_fn)
+    # The outer graph is traced again with each nested model's call replaced
+    # by its tap model; every layer is the user's own (weights shared).
+    traced = keras.models.clone_model(
+        graph, clone_function=lambda layer: layer, call_function=call_function
+    )
     features = {key: features[key] for key in paths}
-    return keras.Model(inputs, [outputs, features], name=f"{model.name}_taps")
-
-
-def _fresh_input(tensor):
-    layer = tensor._keras_history.operation
-    return keras.Input(
-        batch_shape=tensor.shape, dtype=tensor.dtype, sparse=tensor.sparse,
-        name=layer.name,
+    return keras.Model(
+        traced.input, [traced.output, features], name=f"{model.name}_taps"
     )
 
 
 def _as_functional(model):
-    if isinstance(model, Functional):
+    if not isinstance(model, keras.Sequential):
         return model
-    inputs, outputs = model.inputs, model.outputs  # a Sequential model
+    inputs, outputs = model.inputs, model.outputs
     return keras.Model(
         inputs[0] if len(inputs) == 1 else inputs,
         outputs[0] if len(outputs) == 1 else outputs,
@@ -271,23 +327,19 @@ def _as_functional(model):
     )
 
 
-def _graph_node(container, layer, role, layer_name):
-    """The one node of `layer` inside `container`'s graph; a shared layer
-    (several nodes in that graph) is refused."""
-    graph = _as_functional(container)
-    nodes = [
-        node for index, node in enumerate(layer._inbound_nodes)
-        if make_node_key(layer, index) in graph._nodes
-    ]
-    if len(nodes) > 1:
+def _output_in_graph(container, layer, role, layer_name):
+    """The output of the one call of `layer` inside `container`'s graph; a
+    shared layer (several calls in that graph) is refused."""
+    outputs = _keras_internals.layer_outputs_in_graph(_as_functional(container), layer)
+    if len(outputs) > 1:
         raise ValueError(
             f"Expected the {role}'s layer '{layer_name}' to be used once, "
-            f"but '{layer.name}' is shared ({len(nodes)} call sites in "
+            f"but '{layer.name}' is shared ({len(outputs)} call sites in "
             f"'{container.name}'), so its output is ambiguous. Tap a layer "
             "that follows the call you mean (e.g. an Identity or Activation "
             "layer added after it)."
         )
-    return nodes[0]
+    return outputs[0]
 
 
 def _paths(model, prefix=()):

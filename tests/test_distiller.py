@@ -8,7 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import BACKEND
 from conftest import make_classifier
 from conftest import make_regressor
 
@@ -147,7 +147,8 @@ def test_variables_change_the_loss_without_retracing(classification_data):
     tripled = one_epoch_loss()
     distiller.distillation_losses[0].temperature = 5.0
     hotter = one_epoch_loss()
-    assert counter.traces == traces
+    if BACKEND != "torch":  # PyTorch runs the step eagerly: nothing is traced
+        assert counter.traces == traces
     assert no_labels != pytest.approx(base)
     assert tripled == pytest.approx(3 * no_labels, rel=1e-5)
     assert hotter != pytest.approx(tripled)
@@ -217,14 +218,26 @@ def test_evaluate_predict_and_call_use_the_student(classification_data):
     distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
     expected = distiller.student.predict(x, verbose=0)
     np.testing.assert_allclose(distiller.predict(x, verbose=0), expected, rtol=1e-6)
-    np.testing.assert_allclose(distiller(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(distiller(x)), expected, rtol=1e-6
+    )
     logs = evaluate(distiller, x, y)
     accuracy = np.mean(np.argmax(expected, -1) == y)
     assert logs["accuracy"] == pytest.approx(accuracy)
 
 
 @pytest.mark.parametrize(
-    "compile_kwargs", [{"jit_compile": True}, {"steps_per_execution": 3}]
+    "compile_kwargs",
+    [
+        {"jit_compile": True},
+        pytest.param(
+            {"steps_per_execution": 3},
+            marks=pytest.mark.skipif(
+                BACKEND == "torch",
+                reason="Keras's PyTorch trainer runs one step per execution",
+            ),
+        ),
+    ],
 )
 def test_jit_compile_and_steps_per_execution(classification_data, compile_kwargs):
     x, y = classification_data
@@ -244,12 +257,12 @@ def test_mixed_float16_student_beside_float32_teacher(classification_data):
     distiller = kd.Distiller(teacher, student, kd.LogitsDistillation(2.0))
     distiller.compile("adam", SPARSE_CE)
     assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
-    assert distiller.student(x).dtype == "float16"
+    assert keras.backend.standardize_dtype(distiller.student(x).dtype) == "float16"
     history = distiller.fit(x, y, epochs=3, batch_size=16, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
     assert history["loss"][-1] < history["loss"][0]
     loss = distiller.compute_loss(x, y, None)
-    assert loss.dtype == tf.float32
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
 
 
 def test_regression_distillation_fits(regression_data):

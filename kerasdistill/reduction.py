@@ -1,0 +1,73 @@
+"""How per-sample loss values become one number, as Keras reduces its own
+losses: weighted by `sample_weight`, summed over the batch and divided by
+the batch size (`"sum_over_batch_size"`), then scaled for the replicas of a
+`tf.distribute` strategy (each replica's loss is 1 / replicas of the total,
+so the summed gradients are those of the global batch).
+
+The replica scaling exists only under TensorFlow; on JAX and PyTorch (and
+without a strategy) it is the identity, as in Keras itself.
+"""
+
+import keras
+from keras import ops
+from keras import tree
+
+
+def weighted_mean(values, sample_weight=None):
+    """`sum(values * sample_weight) / len(values)`, scaled for the replicas.
+
+    Args:
+        values: Per-sample loss values, shape `(batch,)` (or `(batch, 1)`).
+        sample_weight: Optional weights of shape `(batch,)` or `(batch, 1)`.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    ```python
+    kerasdistill.reduction.weighted_mean(
+        keras.ops.array([1.0, 3.0]), keras.ops.array([1.0, 0.0])
+    )  # 0.5
+    ```
+    """
+    values = ops.convert_to_tensor(values, dtype="float32")
+    if len(values.shape) == 0:
+        return values
+    if sample_weight is not None:
+        sample_weight = ops.cast(sample_weight, "float32")
+        if len(sample_weight.shape) == len(values.shape) + 1:
+            sample_weight = ops.squeeze(sample_weight, axis=-1)
+        elif len(values.shape) == len(sample_weight.shape) + 1:
+            values = ops.squeeze(values, axis=-1)
+        values = values * sample_weight
+    count = ops.cast(
+        ops.prod(ops.convert_to_tensor(ops.shape(values), dtype="int32")), "float32"
+    )
+    return scale_for_replicas(ops.divide_no_nan(ops.sum(values), count))
+
+
+def scale_for_replicas(value):
+    """`value / replicas` under a `tf.distribute` strategy, else `value`."""
+    replicas = _replicas_in_sync()
+    return value if replicas == 1 else value * (1.0 / replicas)
+
+
+def unscale_for_replicas(value):
+    """`value * replicas` under a `tf.distribute` strategy, else `value`:
+    what a loss tracker records."""
+    replicas = _replicas_in_sync()
+    return value if replicas == 1 else value * float(replicas)
+
+
+def batch_size(x):
+    """The number of samples in the batch `x` (any structure of tensors)."""
+    return ops.shape(next(i for i in tree.flatten(x) if i is not None))[0]
+
+
+def _replicas_in_sync():
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf  # the TensorFlow backend has it loaded already
+
+    return tf.distribute.get_strategy().num_replicas_in_sync

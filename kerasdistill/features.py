@@ -119,7 +119,7 @@ class FeatureDistillation(losses_module.DistillationLoss):
     def call(self, teacher_outputs, student_outputs, training=None):
         if self._adapted_shapes is None:
             self._resolve(tuple(teacher_outputs.shape[1:]),
-                          tuple(student_outputs.shape[1:]), at_call=True)
+                          tuple(student_outputs.shape[1:]), called_on=student_outputs)
         if self.adapter is not None:
             student_outputs = ops.cast(
                 self.adapter(student_outputs, training=training), "float32"
@@ -151,8 +151,10 @@ class FeatureDistillation(losses_module.DistillationLoss):
             return  # shapes are checked at the first step
         self._resolve(tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:]))
 
-    def _resolve(self, teacher_shape, student_shape, at_call=False):
-        """Builds (or checks) the adapter for these tapped shapes."""
+    def _resolve(self, teacher_shape, student_shape, called_on=None):
+        """Builds (or checks) the adapter for these tapped shapes;
+        `called_on` is the student feature when resolved at a call, where
+        an adapter can be built eagerly but not inside a traced step."""
         if (teacher_shape, student_shape) == self._adapted_shapes:
             return
         if self._adapted_shapes is not None and (
@@ -188,7 +190,7 @@ class FeatureDistillation(losses_module.DistillationLoss):
                     f"{student_shape}. Pass adapter='auto' to learn a "
                     "projection, or tap layers of matching shapes."
                 )
-            if at_call:  # creating variables inside a training step fails
+            if called_on is not None and _tracing(called_on):
                 raise ValueError(
                     f"{type(self).__name__}: adapter='auto' must be built before "
                     "training, but the tapped shapes were unknown when the "
@@ -264,3 +266,20 @@ def _resolve_loss(loss):
         "`keras.losses.Loss` or a function. Received: "
         f"loss={loss!r} of type {type(loss).__name__}"
     )
+
+
+def _tracing(tensor):
+    """Whether `tensor` belongs to a training step, where a new variable
+    would be left out of the optimizer: a traced function (a `tf.function`,
+    a `jax.jit`), or under PyTorch (eager) a feature that carries a
+    gradient or a symbolic ("meta") one, as Keras builds the loss with."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return isinstance(tensor, jax.core.Tracer)
+    return bool(getattr(tensor, "requires_grad", False) or getattr(tensor, "is_meta", False))

@@ -47,6 +47,8 @@ def decoupled_kd(teacher_logits, student_logits, labels, alpha=1.0, beta=8.0,
         Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation",
         CVPR 2022 (eqs. 1-7). https://arxiv.org/abs/2203.08679
     """
+    teacher_logits = ops.convert_to_tensor(teacher_logits)
+    student_logits = ops.convert_to_tensor(student_logits)
     mask = _target_mask(labels, ops.shape(student_logits)[-1])
     z_t, z_s = teacher_logits / temperature, student_logits / temperature
     target_t, other_t = _binary_log_probabilities(z_t, mask)

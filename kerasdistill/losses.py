@@ -414,6 +414,8 @@ def teacher_bounded_regression(y_true, teacher_pred, student_pred, margin=0.0):
         Chen et al., "Learning Efficient Object Detection Models with
         Knowledge Distillation", NeurIPS 2017 (eq. 3).
     """
+    teacher_pred = ops.convert_to_tensor(teacher_pred)
+    student_pred = ops.convert_to_tensor(student_pred)
     y_true = ops.cast(y_true, student_pred.dtype)
     if len(y_true.shape) == len(student_pred.shape) - 1:
         y_true = ops.expand_dims(y_true, -1)

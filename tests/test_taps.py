@@ -4,6 +4,7 @@ pass; shared weights; clear errors."""
 import keras
 import numpy as np
 import pytest
+from conftest import as_numpy
 from test_distiller import CallCounter
 
 from kerasdistill import taps
@@ -28,23 +29,23 @@ def test_functional_taps_share_the_users_weights():
     model = nested_model()
     tapped = taps.TappedNetwork(model, ["after"], "teacher")
     outputs, features = tapped(X, training=False)
-    np.testing.assert_allclose(outputs, model(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
     layer = model.get_layer("logits")
     layer.kernel.assign(layer.kernel * 0 + 1.0)  # change the user's weights
     outputs, _ = tapped(X, training=False)
-    np.testing.assert_allclose(outputs, model(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
     tap_variables = {id(v) for v in tapped._tap_model.weights}
     assert tap_variables == {id(v) for v in model.weights}
     expected = keras.ops.relu(model.get_layer("backbone")(X))
-    np.testing.assert_allclose(features["after"], expected, rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(features["after"]), as_numpy(expected), rtol=1e-6)
 
 
 def test_sequential_taps():
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="d1"),
                               keras.layers.Dense(2, name="d2")])
     outputs, features = taps.TappedNetwork(model, ["d1"], "student")(X, training=False)
-    np.testing.assert_allclose(outputs, model(X), rtol=1e-6)
-    np.testing.assert_allclose(features["d1"], model.get_layer("d1")(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(features["d1"]), as_numpy(model.get_layer("d1")(X)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["backbone/hidden", "hidden"])
@@ -57,10 +58,11 @@ def test_nested_layer_by_path_or_plain_name_in_one_forward_pass(name):
     assert float(counter.calls.numpy()) == 1  # one pass for the output and every tap
     assert counter.training_flags == {True}
     backbone = model.get_layer("backbone")
-    np.testing.assert_allclose(outputs, model(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
     np.testing.assert_allclose(
-        features[name], keras.ops.relu(backbone.get_layer("hidden")(X)), rtol=1e-6)
-    np.testing.assert_allclose(features["backbone/block_out"], backbone(X), rtol=1e-6)
+        as_numpy(features[name]),
+        as_numpy(keras.ops.relu(backbone.get_layer("hidden")(X))), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(features["backbone/block_out"]), as_numpy(backbone(X)), rtol=1e-6)
     assert taps.feature_spec(model, name, "teacher").shape == (None, 8)
 
 
@@ -68,7 +70,7 @@ def test_nested_taps_leave_the_model_tappable_again():
     model = nested_model()
     taps.TappedNetwork(model, ["backbone/hidden"], "teacher")  # re-traces the outer graph
     outputs, features = taps.TappedNetwork(model, ["after", "logits"], "teacher")(X, False)
-    np.testing.assert_allclose(features["logits"], outputs, rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(features["logits"]), as_numpy(outputs), rtol=1e-6)
     assert len(model.get_config()["layers"]) == len(model.layers)
 
 
@@ -78,8 +80,8 @@ def test_nested_sequential_backbone():
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
     outputs, features = taps.TappedNetwork(model, ["seq/inner"], "student")(X, False)
-    np.testing.assert_allclose(features["seq/inner"], backbone(X), rtol=1e-6)
-    np.testing.assert_allclose(outputs, model(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(features["seq/inner"]), as_numpy(backbone(X)), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
 
 
 def test_unknown_name_lists_the_closest_names():
@@ -133,8 +135,8 @@ def test_subclassed_model_with_the_feature_returning_convention():
     model(X)
     assert taps.feature_spec(model, "hidden", "student").shape == (None, 5)
     outputs, features = taps.TappedNetwork(model, ["hidden"], "student")(X, False)
-    np.testing.assert_allclose(outputs, model(X), rtol=1e-6)
-    np.testing.assert_allclose(features["hidden"], model.hidden(X), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
+    np.testing.assert_allclose(as_numpy(features["hidden"]), as_numpy(model.hidden(X)), rtol=1e-6)
     with pytest.raises(ValueError, match=r"Did you mean \['hidden'\]"):
         taps.feature_spec(model, "hiden", "student")
 

@@ -97,10 +97,24 @@ def has_labels(x, y):
 
 def compile_from_config(model, config):
     """`compile()` from `get_compile_config()` (used when loading), building
-    the optimizer so that its saved variables load."""
+    the optimizer so that its saved variables load.
+
+    Keras saves an optimizer trained under PyTorch as its backend class
+    (`keras.src.backend.torch.optimizers...`), which JAX and TensorFlow load
+    but cannot run (Keras 3.15, plain models too); the public
+    `keras.optimizers` class of the same name is loaded instead."""
+    config = dict(config, optimizer=_portable(config.get("optimizer")))
     model.compile(**keras.saving.deserialize_keras_object(config))
     if model.built:
         model.optimizer.build(model.trainable_variables)
+
+
+def _portable(config):
+    if isinstance(config, dict):
+        config = {key: _portable(value) for key, value in config.items()}
+        if str(config.get("module", "")).startswith("keras.src.backend."):
+            config["module"] = "keras.optimizers"
+    return config
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")

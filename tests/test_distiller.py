@@ -353,6 +353,86 @@ def test_save_and_load_distiller(tmp_path, classification_data):
     loaded.fit(x, y, epochs=1, verbose=0)  # compiled from the saved config
 
 
+NEXT_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
+
+
+@pytest.mark.slow
+def test_a_distiller_saved_under_another_backend_loads(tmp_path, classification_data):
+    """The run on each backend loads a file saved under the next one, so CI's
+    three runs cover tensorflow <- jax <- torch <- tensorflow."""
+    x, _ = classification_data
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, keras, kerasdistill as kd\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from conftest import make_classifier\n"
+        "x = np.load(sys.argv[1] + '/x.npy'); y = np.argmax(x[:, :3], 1)\n"
+        "d = kd.Distiller(make_classifier(16, name='teacher'), make_classifier(4, name='student'),\n"
+        "    [kd.LogitsDistillation(3.0), kd.FeatureDistillation('mse', 'teacher_hidden',\n"
+        "     'student_hidden', adapter='auto')], student_loss_weight=0.3)\n"
+        "d.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+        "d.fit(x, y, epochs=1, verbose=0)\n"
+        "d.distillation_losses[0].temperature = 1.5\n"
+        "d.save(sys.argv[1] + '/d.keras')\n"
+        "np.save(sys.argv[1] + '/expected.npy', d.predict(x, verbose=0))\n"
+    )
+    other = NEXT_BACKEND[BACKEND]
+    env = dict(os.environ, KERAS_BACKEND=other)
+    tests = os.path.dirname(__file__)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), tests], check=True,
+                   env=env, cwd=tmp_path, timeout=300)
+    loaded = keras.saving.load_model(tmp_path / "d.keras")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), np.load(tmp_path / "expected.npy"), rtol=1e-5,
+        atol=1e-6,
+    )
+    assert float(loaded.student_loss_weight.numpy()) == pytest.approx(0.3)
+    assert float(loaded.distillation_losses[0].temperature.numpy()) == 1.5
+    assert loaded.distillation_losses[1].adapter is not None
+    loaded.fit(x, np.argmax(x[:, :3], 1), epochs=1, verbose=0)
+
+
+def test_same_model_or_shared_layers_are_refused():
+    model = make_classifier(8, name="model")
+    with pytest.raises(ValueError, match="same model .* kerasdistill.SelfDistiller"):
+        kd.Distiller(model, model, kd.LogitsDistillation())
+    inputs = keras.Input((6,))
+    hidden = model.get_layer("model_hidden")(inputs)  # the teacher's own layer
+    student = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    with pytest.raises(ValueError, match="shares 2 weight.*clone_model.*set_weights"):
+        kd.Distiller(model, student, kd.LogitsDistillation())
+
+
+def test_raising_alpha_without_a_student_loss_is_refused(classification_data):
+    x, y = classification_data
+    distiller = make_distiller(student_loss_weight=0.0)
+    distiller.compile("adam")  # no loss: fine while alpha is 0
+    distiller.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="no `loss` for the student"):
+        distiller.student_loss_weight = 0.5
+    assert float(distiller.student_loss_weight.numpy()) == 0.0
+    fresh = make_distiller(student_loss_weight=0.5)
+    fresh.compile("adam")
+    with pytest.raises(ValueError, match="no `loss` for the student"):
+        fresh.fit(x, y, epochs=1, verbose=0)  # before training starts
+    fresh.fit(x, epochs=1, verbose=0)  # a transfer set needs no loss
+
+
+def test_compute_loss_uses_the_given_y_pred(classification_data):
+    x, y = classification_data
+    distiller = make_distiller(
+        losses=[kd.LogitsDistillation(2.0),
+                kd.FeatureDistillation("mse", "teacher_logits", "student_logits")],
+        student_loss_weight=0.5,
+    )
+    distiller.compile("adam", SPARSE_CE)
+    y_pred = distiller.student(x)
+    shifted = keras.ops.convert_to_numpy(keras.ops.stop_gradient(y_pred)) * 2.0
+    base = float(distiller.compute_loss(x, y, y_pred, training=False))
+    other = float(distiller.compute_loss(x, y, shifted, training=False))
+    assert other != pytest.approx(base)
+
+
 def test_student_loads_without_kerasdistill(tmp_path, classification_data):
     x, y = classification_data
     distiller = make_distiller()

@@ -70,9 +70,15 @@ def check_choice(value, choices, name):
         )
 
 
+class NotAModelError(TypeError, ValueError):
+    """A `TypeError` (our convention for a wrong type) that is also a
+    `ValueError`, which `keras.distillation` raises for a teacher or
+    student that is not a model: code written for either catches it."""
+
+
 def check_model(model, role):
     if not isinstance(model, keras.Model):
-        raise TypeError(
+        raise NotAModelError(
             f"Expected the {role} to be a `keras.Model`. Received: "
             f"{role}={model!r} of type {type(model).__name__}. Wrap layers "
             "or functions in `keras.Model(inputs, outputs)`."

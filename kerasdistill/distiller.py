@@ -166,6 +166,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         self._labels_without_loss = False
         self._alpha_value = float(student_loss_weight)  # read while tracing
         self._evaluate_with_teacher = True
+        self._teacher_in_step = True  # set by compute_loss
         if student.built:
             self.built = True
 
@@ -188,6 +189,18 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
             self._check_student_loss(float(value))
         self._student_loss_weight.assign(float(value))
         self._alpha_value = float(value)
+
+    @property
+    def _teacher_feature_extractor(self):
+        """`keras.distillation`'s name for the functional model that returns
+        the teacher's outputs and tapped layers in one pass (`None` without
+        taps, or with several teachers); code written for it reads it."""
+        return getattr(self._networks["teacher"], "tap_model", None)
+
+    @property
+    def _student_feature_extractor(self):
+        """The student's tap model, as `_teacher_feature_extractor`."""
+        return self._networks["student"].tap_model
 
     @property
     def distillation_loss_weights(self):
@@ -319,7 +332,11 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         if y_pred is None:
             y_pred = self(x, training=training)
         student_taps = (y_pred, self._student_features(x, y_pred, training))
-        if not training and not self._evaluate_with_teacher:
+        # Read (while tracing) by the compute_metrics of the same step: a
+        # training step reports the teacher's terms whatever
+        # evaluate_with_teacher says.
+        self._teacher_in_step = training or self._evaluate_with_teacher
+        if not self._teacher_in_step:
             return self._student_only_loss(x, y, y_pred, sample_weight)
         batch = reduction.batch_size(cache.student_inputs(x))
         regularization = _training.regularization(self)
@@ -360,7 +377,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         return self._results(skip=())
 
     def _results(self, skip):
-        if not self._evaluate_with_teacher:
+        if not self._teacher_in_step:
             skip = (*skip, self.distillation_loss_tracker, self.total_loss_tracker,
                     self.alpha_tracker, *self.temperature_trackers)
             if self.loss is None:

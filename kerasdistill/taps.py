@@ -52,26 +52,26 @@ class TappedNetwork:
         self.model = model
         self.layer_names = list(dict.fromkeys(layer_names))
         self.role = role
-        self._tap_model = None
+        self.tap_model = None
         if not self.layer_names:
             return
         if is_graph_network(model):
             paths = {name: resolve_path(model, name, role) for name in self.layer_names}
-            self._tap_model = _build_tap_model(model, paths)
+            self.tap_model = _build_tap_model(model, paths)
         elif not returns_features(model):
             raise ValueError(_subclassed_message(model, self.layer_names, role))
 
     def __call__(self, inputs, training):
         if not self.layer_names:
             return self.model(inputs, training=training), {}
-        if self._tap_model is None:  # a feature-returning subclassed model
+        if self.tap_model is None:  # a feature-returning subclassed model
             outputs, features = _call_returning_features(
                 self.model, inputs, training, self.role
             )
             return outputs, select_features(
                 features, self.layer_names, self.model, self.role
             )
-        outputs, features = self._tap_model(inputs, training=training)
+        outputs, features = self.tap_model(inputs, training=training)
         return outputs, features
 
 

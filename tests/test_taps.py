@@ -34,7 +34,7 @@ def test_functional_taps_share_the_users_weights():
     layer.kernel.assign(layer.kernel * 0 + 1.0)  # change the user's weights
     outputs, _ = tapped(X, training=False)
     np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
-    tap_variables = {id(v) for v in tapped._tap_model.weights}
+    tap_variables = {id(v) for v in tapped.tap_model.weights}
     assert tap_variables == {id(v) for v in model.weights}
     expected = keras.ops.relu(model.get_layer("backbone")(X))
     np.testing.assert_allclose(as_numpy(features["after"]), as_numpy(expected), rtol=1e-6)

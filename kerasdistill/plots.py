@@ -9,6 +9,9 @@ import numpy as np
 
 _COLORS = {"teacher": "#1f77b4", "baseline": "#7f7f7f", "student": "#d62728"}
 _LOSSES = {"loss": "#7f7f7f", "student_loss": "#2ca02c", "distillation_loss": "#9467bd"}
+# Logged beside `loss` with the same value (the keras.distillation dialect):
+# a loss, drawn only where it differs from `loss`.
+_TOTAL_LOSS = "total_loss"
 _SCHEDULE_COLORS = ("#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 _METRIC_COLORS = ("#1f77b4", "#d62728", "#bcbd22", "#17becf")
 _DPI = 100
@@ -149,6 +152,12 @@ def training_curves(history):
                 handles += axes.plot(
                     _x(history[key], epochs), history[key], style, color=color, label=key
                 )
+    for key, style in ((_TOTAL_LOSS, "-."), ("val_" + _TOTAL_LOSS, ":")):
+        if history.get(key) and not _repeats(history, key):
+            handles += axes.plot(
+                _x(history[key], epochs), history[key], style, color="black",
+                label=key,
+            )
     for i, key in enumerate(scheduled):
         twin = axes.twinx()
         twin.spines["right"].set_position(("axes", 1.0 + 0.18 * i))
@@ -204,19 +213,32 @@ def _base(key):
 
 
 def _is_loss(key):
-    return _base(key) in _LOSSES
+    return _base(key) in _LOSSES or _base(key) == _TOTAL_LOSS
 
 
 def _is_schedulable(key):
-    return key in ("alpha", "temperature") or key.endswith("_temperature")
+    """A value a schedule may change, as logged for training (its `val_`
+    copy, logged by evaluate(), repeats it)."""
+    return key in ("alpha", "temperature") or (
+        key.endswith("_temperature") and not key.startswith("val_")
+    )
 
 
 def _is_hyperparameter(key):
-    return _is_schedulable(key) or key in ("learning_rate", "lr")
+    base = _base(key)
+    return _is_schedulable(base) or base in ("learning_rate", "lr")
 
 
 def _varies(values):
     return bool(values) and max(values) - min(values) > 1e-6 * max(1.0, max(map(abs, values)))
+
+
+def _repeats(history, key):
+    """Whether `total_loss` (or `val_total_loss`) repeats `loss`."""
+    same = history.get(key.replace(_TOTAL_LOSS, "loss"))
+    return same is not None and len(same) == len(history[key]) and bool(
+        np.allclose(same, history[key], rtol=1e-6, atol=1e-12)
+    )
 
 
 def _epoch_count(history):

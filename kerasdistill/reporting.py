@@ -5,16 +5,20 @@ label-only baseline on the same data (quality, agreement with the teacher,
 parameters, size on disk, inference latency), returns the figures as a dict
 and, given a folder, writes a Markdown summary with PNG plots.
 `format_report()` renders the figures as a plain-text table for a console.
+
+It runs on every Keras backend. Arrays are batched here, without
+TensorFlow; a `tf.data.Dataset` is read as numpy batches (TensorFlow is
+imported by whoever built it, never by this module).
 """
 
 import os
+import sys
 import tempfile
 import time
 import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import tree
 
 from kerasdistill import checks
@@ -73,8 +77,9 @@ def report(
         teacher: The teacher `keras.Model`.
         student: The distilled student `keras.Model` (e.g.
             `distiller.student`).
-        data: Held-out data: an `(x, y)` tuple of arrays, or a finite
-            `tf.data.Dataset` of `(x, y)` batches.
+        data: Held-out data: an `(x, y)` tuple of arrays (numpy, or tensors
+            of the backend), or a finite `tf.data.Dataset` of `(x, y)`
+            batches (on any backend).
         baseline: Optional `keras.Model` trained on the labels alone,
             usually the student's architecture.
         history: Optional `keras.callbacks.History` returned by
@@ -113,8 +118,8 @@ def report(
     _check_count(latency_runs, "latency_runs")
     history = None if history is None else plots.history_dict(history)
 
-    dataset = _as_dataset(data, batch_size, teacher)
-    outputs, y, first_batch = _predict(models, dataset)
+    batches = _as_batches(data, batch_size, teacher)
+    outputs, y, first_batch = _predict(models, batches)
     task = task or _infer_task(y, outputs["teacher"])
     if task == "classification":
         figures, arrays = _classification(models, outputs, y)
@@ -206,15 +211,24 @@ def _latency_ms(model, x, runs):
     return 1000.0 * float(np.median(durations))
 
 
-def _as_dataset(data, batch_size, model):
-    if isinstance(data, tf.data.Dataset):
+def _tf_dataset_type():
+    """`tf.data.Dataset` when TensorFlow is already imported (a dataset can
+    only come from it), else `None`: TensorFlow is not imported for this."""
+    tf = sys.modules.get("tensorflow")
+    return getattr(getattr(tf, "data", None), "Dataset", None)
+
+
+def _as_batches(data, batch_size, model):
+    """An iterable of `(x, y)` numpy batches of `data`."""
+    dataset_type = _tf_dataset_type()
+    if dataset_type is not None and isinstance(data, dataset_type):
         if batch_size is not None:
             raise ValueError(
                 "Received batch_size with a tf.data.Dataset, which is "
                 f"already batched. Received: batch_size={batch_size}. Batch "
                 "the dataset with `.batch(n)` and leave batch_size=None."
             )
-        return _check_dataset(data, model)
+        return _check_dataset(data, model).as_numpy_iterator()
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(
             "Expected `data` to be an (x, y) tuple of arrays or a "
@@ -223,7 +237,7 @@ def _as_dataset(data, batch_size, model):
             + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "")
             + ". Sample weights are not used by the report."
         )
-    x, y = data
+    x, y = _as_inputs(data[0]), _as_array(data[1])
     batch_size = 32 if batch_size is None else batch_size
     _check_count(batch_size, "batch_size")
     x_count, y_count = len(tree.flatten(x)[0]), len(y)
@@ -232,7 +246,26 @@ def _as_dataset(data, batch_size, model):
             "Expected x and y to hold the same number (> 0) of samples. "
             f"Received: {x_count} inputs and {y_count} labels."
         )
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return [
+        tree.map_structure(lambda array: array[start : start + batch_size], (x, y))
+        for start in range(0, y_count, batch_size)
+    ]
+
+
+def _as_inputs(x):
+    """Numpy arrays in the structure of `x`: one array, or a dict / list of
+    one per input of a multi-input model."""
+    if isinstance(x, dict):
+        return {key: _as_array(value) for key, value in x.items()}
+    if isinstance(x, (list, tuple)) and x and all(hasattr(e, "shape") for e in x):
+        return type(x)(_as_array(value) for value in x)
+    return _as_array(x)
+
+
+def _as_array(value):
+    if keras.ops.is_tensor(value):
+        return keras.ops.convert_to_numpy(value)
+    return np.asarray(value)
 
 
 def _check_dataset(dataset, model):
@@ -243,7 +276,8 @@ def _check_dataset(dataset, model):
             f"{spec}. Map it to (x, y) pairs; sample weights are not used "
             "by the report."
         )
-    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+    infinite = sys.modules["tensorflow"].data.INFINITE_CARDINALITY
+    if dataset.cardinality() == infinite:
         raise ValueError(
             "Expected a finite dataset, but it repeats forever. Pass it "
             "without `.repeat()` or take a part of it with `.take(n)`."
@@ -269,10 +303,10 @@ def _symbolic_inputs(model):
         return []
 
 
-def _predict(models, dataset):
+def _predict(models, batches):
     outputs = {name: [] for name in models}
     labels, first_batch = [], None
-    for x, y in dataset:
+    for x, y in batches:
         first_batch = x if first_batch is None else first_batch
         labels.append(np.asarray(y))
         for name, model in models.items():
@@ -347,15 +381,29 @@ def _probabilities(outputs, model, units):
 
 
 def _ends_with_sigmoid(model, outputs):
+    """Whether the layer that produces the model's output applies a
+    sigmoid; without a symbolic graph (a subclassed model), or when that
+    layer is not found, whether the outputs lie in [0, 1]."""
+    layer = _output_layer(model)
+    if layer is None:
+        return bool(np.all((outputs >= 0) & (outputs <= 1)))
+    return getattr(layer, "activation", None) is keras.activations.sigmoid
+
+
+def _output_layer(model):
+    """The layer whose (first) output is the model's output, found through
+    public attributes: `model.outputs` and each layer's `output`."""
     symbolic = checks.symbolic_outputs(model)
     if symbolic is None:
-        return bool(np.all((outputs >= 0) & (outputs <= 1)))
-    layer = symbolic[0]._keras_history.operation
-    activation = getattr(layer, "activation", None)
-    return activation is keras.activations.sigmoid or (
-        isinstance(layer, keras.layers.Activation)
-        and layer.activation is keras.activations.sigmoid
-    )
+        return None
+    for layer in reversed(model.layers):
+        try:
+            output = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if output is symbolic[0]:
+            return layer
+    return None
 
 
 def _regression(outputs, y):

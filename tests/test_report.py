@@ -1,9 +1,13 @@
+"""kerasdistill.report, format_report and the plots, on every backend: the
+models are trained and measured under the session's KERAS_BACKEND, and
+tf.data inputs (read as numpy batches) work on each."""
+
+import ast
 import os
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from matplotlib import image
 from scipy.special import expit
 from scipy.special import softmax
@@ -320,6 +324,7 @@ def test_regression_models_get_regression_metrics(friedman):
 
 
 def test_dataset_gives_the_figures_of_the_arrays(digits):
+    tf = pytest.importorskip("tensorflow")
     models, x, y = digits["models"], digits["x"], digits["y"]
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(50)
     figures = kd.report(models["teacher"], models["student"], dataset, latency_runs=1)
@@ -399,7 +404,6 @@ def test_invalid_arguments_raise_clear_errors():
     x = np.zeros((8, 4), "float32")
     y = np.arange(8) % 3
     teacher, student = mlp(4, 4, 3, seed=0), mlp(4, 2, 3, seed=1)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
     with pytest.raises(ValueError, match="task"):
         kd.report(teacher, student, (x, y), task="ranking")
     with pytest.raises(TypeError, match=r"\(x, y\) tuple"):
@@ -412,12 +416,6 @@ def test_invalid_arguments_raise_clear_errors():
         kd.report(teacher, student, (x, y[:5]))
     with pytest.raises(ValueError, match="latency_runs"):
         kd.report(teacher, student, (x, y), latency_runs=0)
-    with pytest.raises(ValueError, match="already batched"):
-        kd.report(teacher, student, dataset.batch(4), batch_size=4)
-    with pytest.raises(ValueError, match="repeat"):
-        kd.report(teacher, student, dataset.batch(4).repeat())
-    with pytest.raises(ValueError, match="unbatched"):
-        kd.report(teacher, student, dataset)
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
         kd.report(teacher, student, (x, y + 1), task="classification")
     inputs = keras.Input((4,))
@@ -426,3 +424,66 @@ def test_invalid_arguments_raise_clear_errors():
     )
     with pytest.raises(ValueError, match="single-output"):
         kd.report(teacher, two_outputs, (x, y))
+
+
+def test_invalid_datasets_raise_clear_errors():
+    tf = pytest.importorskip("tensorflow")
+    x = np.zeros((8, 4), "float32")
+    y = np.arange(8) % 3
+    teacher, student = mlp(4, 4, 3, seed=0), mlp(4, 2, 3, seed=1)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    with pytest.raises(ValueError, match="already batched"):
+        kd.report(teacher, student, dataset.batch(4), batch_size=4)
+    with pytest.raises(ValueError, match="repeat"):
+        kd.report(teacher, student, dataset.batch(4).repeat())
+    with pytest.raises(ValueError, match="unbatched"):
+        kd.report(teacher, student, dataset)
+    with pytest.raises(ValueError, match=r"\(x, y\) batches"):
+        kd.report(teacher, student, dataset.map(lambda a, b: a).batch(4))
+
+
+def test_backend_tensors_give_the_figures_of_the_arrays(digits):
+    """(x, y) as tensors of the session's backend (torch tensors, jax
+    arrays, tf tensors), as a user of that backend holds them."""
+    models, x, y = digits["models"], digits["x"], digits["y"]
+    tensors = (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+    figures = kd.report(models["teacher"], models["student"], tensors, latency_runs=1)
+    for name in ("teacher", "student"):
+        expected = digits["figures"]["models"][name]
+        for key in ("accuracy", "mean_confidence", "params"):
+            np.testing.assert_allclose(figures["models"][name][key], expected[key], rtol=1e-5)
+
+
+def test_total_loss_is_a_loss_drawn_only_when_it_differs():
+    """keras.distillation's dialect logs `total_loss` beside `loss`; it is
+    not a metric, and a copy of `loss` is not drawn twice."""
+    logs = {
+        "loss": [3.0, 2.0], "total_loss": [3.0, 2.0], "val_loss": [2.5, 1.5],
+        "val_total_loss": [2.5, 1.5], "accuracy": [0.5, 0.7],
+        "alpha": [0.8, 0.2], "val_alpha": [0.8, 0.2],
+    }
+    figure = plots.training_curves(logs)
+    loss_axes, alpha_axes, metric_axes = figure.axes
+    assert {line.get_label() for line in loss_axes.get_lines()} == {"loss", "val_loss"}
+    assert {line.get_label() for line in metric_axes.get_lines()} == {"accuracy"}
+    assert [line.get_label() for line in alpha_axes.get_lines()] == ["alpha (right axis)"]
+    assert list(plots.training_summary(logs)["scheduled"]) == ["alpha"]
+    logs["total_loss"] = [4.0, 3.0]
+    loss_axes = plots.training_curves(logs).axes[0]
+    assert {line.get_label() for line in loss_axes.get_lines()} == {
+        "loss", "val_loss", "total_loss"
+    }
+
+
+def test_modules_do_not_import_tensorflow_at_import_time():
+    """`import kerasdistill` under JAX or PyTorch must not import
+    TensorFlow: the report and the plots import nothing of it at module
+    level (a tf.data dataset is recognised without importing it)."""
+    for module in (report_module, plots):
+        with open(module.__file__, encoding="utf-8") as file:
+            body = ast.parse(file.read()).body
+        names = [
+            alias.name for node in body if isinstance(node, ast.Import)
+            for alias in node.names
+        ] + [node.module for node in body if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in names if n and n.split(".")[0] == "tensorflow"], module

@@ -25,7 +25,7 @@ def mlp(name="mlp"):
 
 
 def accuracy(model, x, y):
-    return float(np.mean(np.argmax(np.asarray(model(x)), -1) == y))
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
 
 
 def main(seed=0, epochs=30):

@@ -24,7 +24,7 @@ def mlp():
 
 
 def rmse(model, x, y):
-    return float(np.sqrt(np.mean((np.asarray(model(x))[:, 0] - y) ** 2)))
+    return float(np.sqrt(np.mean((model.predict(x, verbose=0)[:, 0] - y) ** 2)))
 
 
 def main(seed=0, epochs=60):

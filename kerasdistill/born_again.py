@@ -3,6 +3,8 @@ the labels and from generation k."""
 
 import dataclasses
 
+import keras
+
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
 
@@ -135,7 +137,8 @@ def born_again(
     if not callable(build_fn):
         raise TypeError(
             "Expected `build_fn` to be a function returning a new compiled "
-            f"keras.Model. Received: build_fn={build_fn!r}"
+            f"keras.Model. Received: build_fn={build_fn!r}. Pass the "
+            "function itself, e.g. build_fn=make_model (not make_model())."
         )
     checks.check_positive_int(generations, "generations")
     checks.check_choice(mode, _MODES, "mode")
@@ -206,7 +209,9 @@ def _score(model, validation_data, monitor):
     if monitor not in logs:
         raise ValueError(
             f"Expected `monitor` to be one of the model's evaluation keys "
-            f"{sorted(logs)}. Received: monitor={monitor!r}"
+            f"{sorted(logs)}. Received: monitor={monitor!r}. Pass one of "
+            "those keys (the model alone is evaluated, so there is no "
+            "`val_` prefix and no distillation term)."
         )
     return float(logs[monitor])
 
@@ -228,12 +233,46 @@ def _resolve_mode(model, monitor, mode):
     if monitor == "loss" or monitor.endswith("_loss"):
         return "min"
     for metric in _flat_metrics(model):
-        if metric.name == monitor and getattr(metric, "_direction", None) in ("up", "down"):
-            return "max" if metric._direction == "up" else "min"
+        if metric.name == monitor:
+            if isinstance(metric, _HIGHER_IS_BETTER):
+                return "max"
+            if isinstance(metric, _LOWER_IS_BETTER):
+                return "min"
     raise ValueError(
-        f"Cannot tell whether monitor={monitor!r} improves up or down. Pass "
-        'mode="min" or mode="max".'
+        f"Expected mode=\"min\" or mode=\"max\" for monitor={monitor!r}: "
+        "mode=\"auto\" knows the direction of losses and of Keras's "
+        "built-in metrics only. Received mode=\"auto\". Pass mode=\"min\" "
+        "(lower is better) or mode=\"max\" (higher is better)."
     )
+
+
+def _metric_classes(*names):
+    """The `keras.metrics` classes of these names that this Keras has."""
+    return tuple(
+        getattr(keras.metrics, name) for name in names
+        if isinstance(getattr(keras.metrics, name, None), type)
+    )
+
+
+# Which way Keras's built-in metrics improve, from the public classes (Keras
+# records it only in a private attribute).
+_HIGHER_IS_BETTER = _metric_classes(
+    "Accuracy", "BinaryAccuracy", "CategoricalAccuracy",
+    "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy", "AUC", "Precision", "Recall",
+    "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity",
+    "SpecificityAtSensitivity", "TruePositives", "TrueNegatives", "F1Score",
+    "FBetaScore", "R2Score", "IoU", "MeanIoU", "BinaryIoU", "OneHotIoU",
+    "OneHotMeanIoU", "CosineSimilarity", "PearsonCorrelation",
+    "ConcordanceCorrelation",
+)
+_LOWER_IS_BETTER = _metric_classes(
+    "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
+    "MeanSquaredLogarithmicError", "RootMeanSquaredError", "LogCoshError",
+    "Hinge", "SquaredHinge", "CategoricalHinge", "KLDivergence", "Poisson",
+    "BinaryCrossentropy", "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy", "FalsePositives", "FalseNegatives",
+)
 
 
 def _flat_metrics(model):

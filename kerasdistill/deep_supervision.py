@@ -1,15 +1,21 @@
 """Deep supervision (Be Your Own Teacher): auxiliary heads on intermediate
-layers learn from the labels and from the model's final head."""
+layers learn from the labels and from the model's final head.
+
+Like the `Distiller`, it overrides `call` and `compute_loss` and leaves the
+train and test steps to Keras's own trainers, so it runs on TensorFlow, JAX
+and PyTorch: `call` runs the model with its heads once and records the
+heads' outputs (`taps.PassRecord`); `compute_loss` reads them back from the
+same forward pass.
+"""
 
 import copy
 
 import keras
-import tensorflow as tf
 from keras import ops
-from keras.src.losses.loss import unscale_loss_for_distribution
 
 from kerasdistill import _training
 from kerasdistill import checks
+from kerasdistill import reduction
 from kerasdistill import taps
 
 
@@ -89,23 +95,26 @@ class DeepSupervision(keras.Model):
         if not head_layers or not all(isinstance(n, str) for n in head_layers):
             raise ValueError(
                 "Expected `head_layers` to be a non-empty list of layer "
-                f"names. Received: head_layers={head_layers!r}"
+                f"names. Received: head_layers={head_layers!r}. Name the "
+                "layers to attach a head to, e.g. head_layers=['block1_out']."
             )
         outputs = checks.symbolic_outputs(model)
         if not outputs:
             raise ValueError(
                 "Expected a functional or Sequential model, whose layers can "
                 f"feed heads. Received the subclassed model '{model.name}' "
-                f"({type(model).__name__}). Rebuild it with the functional API."
+                f"({type(model).__name__}). Rebuild it with the functional API "
+                "over its own layers (weights shared)."
             )
         if len(outputs) != 1:
             raise ValueError(
-                "Expected a model with one output. Received "
-                f"'{model.name}' with {len(outputs)} outputs."
+                "Expected a model with one output, which the heads imitate. "
+                f"Received '{model.name}' with {len(outputs)} outputs. Build "
+                "a model over the output to supervise, e.g. keras.Model("
+                "model.input, model.outputs[0]) (its layers are shared)."
             )
         features = {
-            layer: taps.find_layer(model, layer, "model").output
-            for layer in head_layers
+            layer: taps.feature_spec(model, layer, "model") for layer in head_layers
         }
         heads = _default_heads(model, features) if heads is None else _check_heads(
             heads, head_layers
@@ -126,7 +135,9 @@ class DeepSupervision(keras.Model):
                 raise ValueError(
                     f"Expected the head of '{layer}' to output the model's "
                     f"shape {tuple(outputs[0].shape)}. Received "
-                    f"{tuple(output.shape)}."
+                    f"{tuple(output.shape)}. End the head with the model's "
+                    f"output size, e.g. keras.layers.Dense("
+                    f"{outputs[0].shape[-1]})."
                 )
         self._network = keras.Model(
             model.input, [outputs[0], head_outputs], name=f"{model.name}_with_heads"
@@ -134,42 +145,47 @@ class DeepSupervision(keras.Model):
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.head_loss_tracker = keras.metrics.Mean(name="head_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._pass = taps.PassRecord()
         self.built = True
 
     student_loss_weight = _training.student_loss_weight
 
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """Configures training; `loss` (required) is the labels' loss of the
+        final output and of every head, `metrics` apply to the final output.
+
+        Args:
+            optimizer: An optimizer name or instance.
+            loss: The supervised loss (name, instance, function).
+            metrics: Metrics of the final output.
+            **kwargs: Passed to `keras.Model.compile`.
+
+        Example:
+
+        ```python
+        supervised.compile("adam", "mse", metrics=["mae"])
+        ```
+        """
+        if loss is None:
+            raise ValueError(
+                "Expected compile() to be given the labels' loss: "
+                "DeepSupervision trains the final output and every head on "
+                "the labels. Received compile() without `loss`. Pass e.g. "
+                "loss=keras.losses.SparseCategoricalCrossentropy("
+                'from_logits=True) or loss="mse".'
+            )
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (used when loading)."""
+        _training.compile_from_config(self, config)
+
     def call(self, inputs, training=None):
-        return self.model(inputs, training=training)
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _training.require_labels(y, "DeepSupervision")
-        with tf.GradientTape() as tape:
-            final, heads = self._network(x, training=True)
-            loss = self.compute_loss(
-                x, y, final, sample_weight, training=True, head_outputs=heads
-            )
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss),
-                sample_weight=_training.batch_size(x),
-            )
-            loss = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self.compute_metrics(x, y, final, sample_weight=sample_weight)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _training.require_labels(y, "DeepSupervision")
-        final, heads = self._network(x, training=False)
-        loss = self.compute_loss(
-            x, y, final, sample_weight, training=False, head_outputs=heads
-        )
-        self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
-        )
-        return self.compute_metrics(x, y, final, sample_weight=sample_weight)
+        """The model's final output; the heads run in the same pass and
+        their outputs are kept for `compute_loss`."""
+        final, heads = self._network(inputs, training=training)
+        self._pass.store(final, heads)
+        return final
 
     def compute_loss(
         self,
@@ -182,47 +198,71 @@ class DeepSupervision(keras.Model):
     ):
         """Returns the total loss of a batch and updates the loss trackers.
 
+        The heads' outputs come from the forward pass that produced `y_pred`
+        in this step; for a `y_pred` made elsewhere (and no
+        `head_outputs`), the model and its heads run again on `x`.
+
         Args:
             x: The inputs.
             y: The labels.
             y_pred: The final output; computed with the heads when `None`.
             sample_weight: Optional per-sample weights.
-            training: Whether this is a training step.
+            training: Whether this is a training step (passed to the
+                distillation loss, e.g. to update `DifficultyWeighted`'s
+                running mean).
             head_outputs: The heads' outputs, in `head_layers` order.
 
         Returns:
             A float32 scalar tensor.
+
+        Example:
+
+        ```python
+        loss = supervised.compute_loss(x, y, supervised(x), training=False)
+        ```
         """
-        if y_pred is None or head_outputs is None:
+        _check_labels(y)
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        if head_outputs is None:
+            head_outputs = self._pass.take(y_pred)
+        if head_outputs is None:  # y_pred was not made by this model's call
             y_pred, head_outputs = self._network(x, training=training)
-        final_loss = self._label_loss(y, y_pred, sample_weight)
+        regularization = _training.regularization(self)
+        final_loss = self._label_loss(x, y, y_pred, sample_weight, regularization)
         head_loss = ops.zeros((), dtype="float32")
         distillation = ops.zeros((), dtype="float32")
         for head in head_outputs:
-            head_loss = head_loss + self._label_loss(y, head, sample_weight)
+            head_loss = head_loss + self._label_loss(
+                x, y, head, sample_weight, regularization
+            )
             distillation = distillation + _training.distillation_value(
-                self.distillation_loss, y_pred, head, y, sample_weight
+                self.distillation_loss, y_pred, head, y, sample_weight, training
             )
         alpha = self._student_loss_weight
         total = final_loss + alpha * head_loss + (1.0 - alpha) * distillation
-        total = total + _training.regularization(self, self._network)
-        batch = _training.batch_size(x)
+        batch = reduction.batch_size(x)
         for tracker, value in [
             (self.student_loss_tracker, final_loss),
             (self.head_loss_tracker, head_loss),
             (self.distillation_loss_tracker, distillation),
         ]:
-            tracker.update_state(unscale_loss_for_distribution(value), sample_weight=batch)
-        return total
+            _training.track(tracker, value, batch)
+        return total + regularization
 
-    def _label_loss(self, y, y_pred, sample_weight):
-        if self._compile_loss is None:
+    def _label_loss(self, x, y, y_pred, sample_weight, regularization):
+        """The compiled loss on the labels, without the regularization
+        losses (which Keras's `compute_loss` adds)."""
+        if self.loss is None:
             raise ValueError(
-                "DeepSupervision needs the labels' loss. Received compile() "
-                "without `loss`. Pass e.g. loss=keras.losses."
-                "SparseCategoricalCrossentropy(from_logits=True) or loss=\"mse\"."
+                "Expected DeepSupervision to be compiled with the labels' "
+                "loss. Received no `loss` (the model was not compiled, or "
+                "compiled without one). Call compile() with e.g. loss="
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
+                ' or loss="mse".'
             )
-        return ops.cast(self._compile_loss(y, y_pred, sample_weight), "float32")
+        total = super().compute_loss(x, y, y_pred, sample_weight, training=False)
+        return ops.cast(total, "float32") - regularization
 
     def get_config(self):
         config = super().get_config()
@@ -237,7 +277,7 @@ class DeepSupervision(keras.Model):
                     layer: keras.saving.serialize_keras_object(head)
                     for layer, head in self.heads.items()
                 },
-                "student_loss_weight": float(self._student_loss_weight.numpy()),
+                "student_loss_weight": _training.read(self._student_loss_weight),
             }
         )
         return config
@@ -256,9 +296,10 @@ class DeepSupervision(keras.Model):
 
 def _default_heads(model, features):
     output = checks.symbolic_outputs(model)[0]
-    activation = getattr(output._keras_history.operation, "activation", None)
+    final_layer = taps.output_layer(model, output)
+    activation = getattr(final_layer, "activation", None)
     activation = keras.activations.serialize(activation) if activation else None
-    if isinstance(output._keras_history.operation, keras.layers.Softmax):
+    if isinstance(final_layer, keras.layers.Softmax):
         activation = "softmax"
     heads = {}
     for layer, feature in features.items():
@@ -289,12 +330,26 @@ def _check_heads(heads, head_layers):
         keys = sorted(heads) if isinstance(heads, dict) else heads
         raise ValueError(
             "Expected `heads` to map each layer of head_layers "
-            f"{list(head_layers)} to a keras layer. Received: {keys!r}"
+            f"{list(head_layers)} to a keras layer. Received: {keys!r}. "
+            "Give one head per layer, e.g. heads={name: keras.layers.Dense("
+            "units) for name in head_layers}, or leave `heads` out for the "
+            "default heads."
         )
     for layer, head in heads.items():
         if not isinstance(head, keras.layers.Layer):
             raise TypeError(
                 f"Expected the head of '{layer}' to be a keras layer or model. "
-                f"Received: {head!r} of type {type(head).__name__}"
+                f"Received: {head!r} of type {type(head).__name__}. Pass a "
+                "layer instance, e.g. keras.layers.Dense(units)."
             )
     return dict(heads)
+
+
+def _check_labels(y):
+    if y is None:
+        raise ValueError(
+            "Expected batches with labels: DeepSupervision learns from "
+            "labels (the final output's loss and every head's). Received a "
+            "batch without labels. Pass `y` to fit() / evaluate(), or a "
+            "dataset of (x, y) pairs."
+        )

@@ -1,16 +1,22 @@
 """Deep mutual learning: two or more models train together, each learning
-from the labels and from the others."""
+from the labels and from the others.
+
+Like the `Distiller`, it overrides `call` and `compute_loss` (and
+`compute_metrics`) and leaves the train and test steps to Keras's own
+trainers, so it runs on TensorFlow, JAX and PyTorch: `call` runs every model
+once and returns their outputs, which reach `compute_loss` as `y_pred` in
+the same trace.
+"""
 
 import copy
 import itertools
 
 import keras
-import tensorflow as tf
 from keras import ops
-from keras.src.losses.loss import unscale_loss_for_distribution
 
 from kerasdistill import _training
 from kerasdistill import checks
+from kerasdistill import reduction
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
@@ -73,7 +79,8 @@ class MutualLearning(keras.Model):
         if not isinstance(models, (list, tuple)) or len(models) < 2:
             raise ValueError(
                 "Expected `models` to be a list of two or more keras.Models. "
-                f"Received: models={models!r}"
+                f"Received: models={models!r}. Pass e.g. models=[model_a, "
+                "model_b] (each with its own name)."
             )
         for model in models:
             checks.check_model(model, "each of `models`")
@@ -123,9 +130,11 @@ class MutualLearning(keras.Model):
         """
         if loss is None:
             raise ValueError(
-                "MutualLearning needs the labels' loss. Received compile() "
-                "without `loss`. Pass e.g. loss=keras.losses."
-                'SparseCategoricalCrossentropy(from_logits=True) or loss="mse".'
+                "Expected compile() to be given the labels' loss: "
+                "MutualLearning trains each model on the labels and on its "
+                "peers. Received compile() without `loss`. Pass e.g. "
+                "loss=keras.losses.SparseCategoricalCrossentropy("
+                'from_logits=True) or loss="mse".'
             )
         super().compile(
             optimizer=optimizer,
@@ -137,9 +146,7 @@ class MutualLearning(keras.Model):
 
     def compile_from_config(self, config):
         """Compiles from `get_compile_config()` (used when loading)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        _training.compile_from_config(self, config)
 
     def _per_model(self, metrics):
         if metrics is None or isinstance(metrics, dict):
@@ -153,35 +160,11 @@ class MutualLearning(keras.Model):
     def call(self, inputs, training=None):
         return {model.name: model(inputs, training=training) for model in self.models}
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _training.require_labels(y, "MutualLearning")
-        with tf.GradientTape() as tape:
-            outputs = self(x, training=True)
-            loss = self.compute_loss(x, y, outputs, sample_weight, training=True)
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss),
-                sample_weight=_training.batch_size(x),
-            )
-            loss = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._per_model_metrics(x, y, outputs, sample_weight)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _training.require_labels(y, "MutualLearning")
-        outputs = self(x, training=False)
-        loss = self.compute_loss(x, y, outputs, sample_weight, training=False)
-        self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=_training.batch_size(x)
-        )
-        return self._per_model_metrics(x, y, outputs, sample_weight)
-
-    def _per_model_metrics(self, x, y, outputs, sample_weight):
-        labels = {name: y for name in outputs}
-        return self.compute_metrics(x, labels, outputs, sample_weight=sample_weight)
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Each model's compiled metrics on the labels (logged as
+        `{model.name}_{metric}`) and the loss trackers."""
+        labels = {name: y for name in y_pred}
+        return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -191,33 +174,58 @@ class MutualLearning(keras.Model):
         Args:
             x: The inputs.
             y: The labels.
-            y_pred: The dict of outputs; computed when `None`.
+            y_pred: The dict of outputs `{model.name: output}`; computed
+                when `None`.
             sample_weight: Optional per-sample weights.
-            training: Whether this is a training step.
+            training: Whether this is a training step (passed to the
+                distillation loss, e.g. to update `DifficultyWeighted`'s
+                running mean).
 
         Returns:
             A float32 scalar tensor.
+
+        Example:
+
+        ```python
+        loss = mutual.compute_loss(x, y, mutual(x), training=False)
+        ```
         """
+        if y is None:
+            raise ValueError(
+                "Expected batches with labels: MutualLearning learns from "
+                "labels (each model's own loss) and from its peers. Received "
+                "a batch without labels. Pass `y` to fit() / evaluate(), or "
+                "a dataset of (x, y) pairs."
+            )
         if y_pred is None:
             y_pred = self(x, training=training)
+        _check_outputs(y_pred, self.models)
         alpha = self._student_loss_weight
-        batch = _training.batch_size(x)
+        batch = reduction.batch_size(x)
+        regularization = _training.regularization(self)
         total = ops.zeros((), dtype="float32")
         for model, tracker in zip(self.models, self.model_loss_trackers):
             output = y_pred[model.name]
-            supervised = ops.cast(self._compile_loss(y, output, sample_weight), "float32")
+            supervised = self._label_loss(x, y, output, sample_weight, regularization)
             peers = [
                 _training.distillation_value(
-                    self.distillation_loss, y_pred[peer.name], output, y, sample_weight
+                    self.distillation_loss, y_pred[peer.name], output, y,
+                    sample_weight, training,
                 )
                 for peer in self.models
                 if peer is not model
             ]
             mutual = ops.mean(ops.stack(peers))
             loss = alpha * supervised + (1.0 - alpha) * mutual
-            tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=batch)
-            total = total + loss + _training.regularization(self, model)
-        return total
+            _training.track(tracker, loss, batch)
+            total = total + loss
+        return total + regularization
+
+    def _label_loss(self, x, y, output, sample_weight, regularization):
+        """The compiled loss of one model's output, without the
+        regularization losses (which Keras's `compute_loss` adds)."""
+        total = super().compute_loss(x, y, output, sample_weight, training=False)
+        return ops.cast(total, "float32") - regularization
 
     def get_config(self):
         config = super().get_config()
@@ -227,7 +235,7 @@ class MutualLearning(keras.Model):
                 "distillation_loss": keras.saving.serialize_keras_object(
                     self.distillation_loss
                 ),
-                "student_loss_weight": float(self._student_loss_weight.numpy()),
+                "student_loss_weight": _training.read(self._student_loss_weight),
             }
         )
         return config
@@ -242,6 +250,17 @@ class MutualLearning(keras.Model):
             config["distillation_loss"]
         )
         return cls(**config)
+
+
+def _check_outputs(y_pred, models):
+    names = [model.name for model in models]
+    if not isinstance(y_pred, dict) or sorted(y_pred) != sorted(names):
+        received = sorted(y_pred) if isinstance(y_pred, dict) else type(y_pred).__name__
+        raise ValueError(
+            "Expected `y_pred` to be the dict {model.name: output} that "
+            f"calling MutualLearning returns, with keys {names}. Received: "
+            f"{received}. Pass y_pred=mutual(x), or leave it out."
+        )
 
 
 def _copy_metric(metric):
@@ -260,7 +279,8 @@ def _check_same_inputs(first, second):
         raise ValueError(
             "Expected every model to take the same inputs. Received: "
             f"'{first.name}' input shapes {first_shapes}, '{second.name}' "
-            f"input shapes {second_shapes}."
+            f"input shapes {second_shapes}. Build every model on the same "
+            "keras.Input shapes."
         )
 
 

@@ -10,13 +10,15 @@ are zero (the model learns nothing from it).
 import copy
 
 import keras
-import tensorflow as tf
+import numpy as np
 from keras import ops
 
 from kerasdistill import _training
 from kerasdistill import cache
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
+from kerasdistill import distribute
+from kerasdistill import losses as losses_module
 
 _TEACHERS = ("snapshot", "ema")
 
@@ -24,7 +26,7 @@ _TEACHERS = ("snapshot", "ema")
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class SelfDistiller(distiller_module.Distiller):
     """Trains `model` on its labels and on the outputs of an earlier state of
-    itself.
+    itself, on every Keras backend (TensorFlow, JAX, PyTorch).
 
     The teacher is a frozen clone of `model` (`keras.models.clone_model` plus
     its weights), run in inference mode:
@@ -33,11 +35,18 @@ class SelfDistiller(distiller_module.Distiller):
       every `snapshot_interval`-th epoch. Before the first snapshot there is
       no teacher yet: the distillation term is 0, so the loss is `alpha *
       student_loss`.
-    - `teacher="ema"`: after every optimizer step, inside the compiled train
-      function, each teacher weight `t` becomes `d * t + (1 - d) * w`, where
-      `w` is the model's weight and `d = min(ema_decay, 1 - 1 / (step + 1))`
-      (the mean teacher's ramp-up, so the first steps average evenly). Moving
-      statistics (batch normalization) are averaged too.
+    - `teacher="ema"`: the mean teacher. Each teacher weight `t` becomes
+      `d * t + (1 - d) * w`, where `w` is the model's weight and
+      `d = min(ema_decay, 1 - 1 / (n + 1))` (`n`: the updates made so far,
+      the mean teacher's ramp-up, so that the first states are averaged
+      evenly). Moving statistics (batch normalization) are averaged too. The
+      update runs inside the compiled train step, in `compute_loss`, before
+      the teacher: step `k` averages in the weights its gradient starts
+      from (those left by step `k - 1`) and then learns from that teacher,
+      which is the teacher of Tarvainen & Valpola's step `k`. The teacher
+      *stored* after step `k` therefore lags one update behind the paper's
+      (it has not yet averaged in step `k`'s result); the next step, or the
+      next `fit()`, averages it in first.
 
     The loss is that of `kerasdistill.Distiller`: `alpha * student_loss +
     (1 - alpha) * sum_i w_i * distillation_loss_i`, with any distillation loss
@@ -45,6 +54,20 @@ class SelfDistiller(distiller_module.Distiller):
     `RegressionDistillation` (`"mse"`, `"huber"`, `"teacher_bounded"`...) for
     regression, `FeatureDistillation(loss, "hidden", "hidden")` to pull a
     hidden layer toward the same layer of the teacher state.
+
+    Without `distillation_losses`, the loss is chosen from the `loss` given
+    to `compile()`:
+
+    - a cross-entropy (`SparseCategoricalCrossentropy`,
+      `CategoricalCrossentropy`, or their names / functions):
+      `LogitsDistillation(temperature=1.0, from_logits=<the loss's>)`, with
+      `loss="soft_cross_entropy"` under `progressive_alpha` (PS-KD's loss)
+      and `"kl_divergence"` otherwise;
+    - mean squared / absolute error: `RegressionDistillation("mse")` /
+      `("mae")`; Huber: `RegressionDistillation("huber", delta=<its delta>)`.
+
+    Any other loss (binary cross-entropy, a custom function, one loss per
+    output) is refused with a `ValueError`: pass `distillation_losses`.
 
     Progressive targets (PS-KD): with `progressive_alpha=alpha_T`, the target
     at epoch `t` (counted from 1) is `(1 - alpha_t) * y + alpha_t * p_teacher`
@@ -58,20 +81,25 @@ class SelfDistiller(distiller_module.Distiller):
     regression, `RegressionDistillation("mse")` with an `"mse"` loss gives
     the gradients of the mse to the mixed target. `fit()` assigns
     `student_loss_weight` at the start of every epoch (it is logged as
-    `alpha`); do not schedule it yourself at the same time.
+    `alpha`), so it refuses a `kerasdistill.callbacks.AlphaScheduler` in its
+    callbacks; without `progressive_alpha`, an `AlphaScheduler` drives alpha
+    as for any `Distiller`.
 
     `fit()` adds the callback that takes the snapshots and sets `alpha_t`;
     epochs are counted by `fit`'s epoch index (resume with `initial_epoch`),
     as `keras.callbacks.LearningRateScheduler` does. `refresh_teacher()`
-    takes a snapshot at any time. On a batch without labels the loss is the
-    distillation term alone (the mean teacher's consistency loss on unlabeled
-    data); it is 0 before a snapshot teacher's first snapshot.
+    takes a snapshot at any time (from a callback too: under JAX it syncs
+    the training state first). On a batch without labels the loss is the
+    distillation term alone (the mean teacher's consistency loss on
+    unlabeled data); it is 0 before a snapshot teacher's first snapshot.
 
     Args:
         model: The `keras.Model` to train (built, and copyable by
             `keras.models.clone_model`). It is trained in place.
         teacher: `"snapshot"` or `"ema"`.
-        distillation_losses: A distillation loss or a list of them.
+        distillation_losses: A distillation loss or a list of them; `None`
+            (default) chooses one from the `loss` given to `compile()` (see
+            above).
         distillation_loss_weights: One weight >= 0 per loss. Defaults to 1.0
             each.
         student_loss_weight: `alpha`, in [0, 1]. Defaults to 0.5. Not
@@ -92,12 +120,11 @@ class SelfDistiller(distiller_module.Distiller):
     Example:
 
     ```python
-    # Classification, PS-KD: last epoch's model softens the targets.
+    # Classification, PS-KD: last epoch's model softens the targets. The
+    # loss, LogitsDistillation(1.0, "soft_cross_entropy"), is chosen from
+    # the compiled cross-entropy.
     distiller = kerasdistill.SelfDistiller(
-        model, teacher="snapshot",
-        distillation_losses=kerasdistill.LogitsDistillation(
-            temperature=1.0, loss="soft_cross_entropy"),
-        progressive_alpha=0.8,
+        model, teacher="snapshot", progressive_alpha=0.8
     )
     distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
@@ -170,10 +197,19 @@ class SelfDistiller(distiller_module.Distiller):
             if progressive_epochs is not None:
                 checks.check_positive_int(progressive_epochs, "progressive_epochs")
             alpha = 1.0
+        choose_loss = distillation_losses is None
+        if choose_loss and distillation_loss_weights is not None:
+            raise ValueError(
+                "Expected distillation_loss_weights only with "
+                "distillation_losses (one weight per loss). Received "
+                f"distillation_loss_weights={distillation_loss_weights} and "
+                "distillation_losses=None, which chooses one loss from "
+                "compile(loss=...). Pass the losses too, or drop the weights."
+            )
         super().__init__(
             _frozen_copy(model),
             model,
-            distillation_losses,
+            [] if choose_loss else distillation_losses,
             distillation_loss_weights=distillation_loss_weights,
             student_loss_weight=alpha,
             name=name,
@@ -183,8 +219,19 @@ class SelfDistiller(distiller_module.Distiller):
         self.snapshot_interval = snapshot_interval
         self.progressive_alpha = progressive_alpha
         self.progressive_epochs = progressive_epochs
+        self._choose_loss = choose_loss
+        if choose_loss:
+            # The weight of the loss compile() chooses, created now: a saved
+            # model's own variables load by position, so they must come in
+            # the order of a SelfDistiller given that loss (as it is loaded).
+            self._distillation_loss_weights = [
+                _training.non_trainable("distillation_loss_weight_0", 1.0)
+            ]
         self._ema_decay = (
             None if ema_decay is None else _training.non_trainable("ema_decay", ema_decay)
+        )
+        self._ema_updates = (
+            None if ema_decay is None else _training.non_trainable("ema_updates", 0.0)
         )
         self._teacher_ready = _training.non_trainable(
             "teacher_ready", 1.0 if teacher == "ema" else 0.0
@@ -202,7 +249,8 @@ class SelfDistiller(distiller_module.Distiller):
             raise ValueError(
                 "ema_decay applies to teacher=\"ema\" only. Received: "
                 f"ema_decay={value} on a SelfDistiller with "
-                f'teacher="{self.teacher_type}".'
+                f'teacher="{self.teacher_type}". Build it with '
+                'teacher="ema" to average the weights.'
             )
         checks.check_open_unit_interval(value, "ema_decay")
         self._ema_decay.assign(float(value))
@@ -211,12 +259,22 @@ class SelfDistiller(distiller_module.Distiller):
     def teacher_ready(self):
         """Whether the teacher holds a state to learn from (always for EMA;
         after the first snapshot for a snapshot teacher)."""
-        return bool(self._teacher_ready.numpy())
+        return _training.read(self._teacher_ready) > 0.5
 
     def refresh_teacher(self):
-        """Copies the model's current weights into the teacher."""
+        """Copies the model's current weights into the teacher.
+
+        May be called between `fit()` calls or from a callback: under JAX,
+        where the weights of a running `fit()` live in the compiled step's
+        state, it syncs that state into the variables first.
+        """
+        sync = getattr(self, "jax_state_sync", None)  # JAX's trainer only
+        if sync is not None:
+            sync()
         for teacher_weight, weight in zip(self.teacher.weights, self.student.weights):
-            teacher_weight.assign(weight)
+            # A copy: under JAX, two variables holding one buffer could not
+            # both be donated to the compiled train step.
+            teacher_weight.assign(ops.copy(weight))
         self._teacher_ready.assign(1.0)
 
     def progressive_share(self, epoch, total_epochs):
@@ -225,6 +283,48 @@ class SelfDistiller(distiller_module.Distiller):
         if self.progressive_alpha is None or not self.teacher_ready:
             return 0.0
         return self.progressive_alpha * min(epoch + 1, total_epochs) / total_epochs
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """`Distiller.compile`; without `distillation_losses` given to the
+        constructor, also chooses the distillation loss from `loss` (see
+        the class docstring).
+
+        Example:
+
+        ```python
+        distiller = kerasdistill.SelfDistiller(model, "ema")
+        distiller.compile("adam", "mse")  # RegressionDistillation("mse")
+        ```
+        """
+        if self._choose_loss:
+            # In the strategy's scope, where a TensorFlow strategy wants the
+            # loss's temperature variable (as Distiller.compile does).
+            with distribute.scope(distribute.strategy_of(self)):
+                self._set_chosen_loss(
+                    _distillation_loss_for(loss, self.progressive_alpha is not None)
+                )
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def _set_chosen_loss(self, chosen):
+        if self.distillation_losses:
+            current = self.distillation_losses[0]
+            if _description(current) != _description(chosen):
+                raise ValueError(
+                    "Expected compile() to be given a loss of the kind this "
+                    "SelfDistiller chose its distillation loss from before: "
+                    f"{_description(current)}. Received a loss that gives "
+                    f"{_description(chosen)}. Build a new SelfDistiller, or "
+                    "pass distillation_losses to the constructor."
+                )
+            return
+        chosen.validate_model_compatibility(self.teacher, self.student)
+        # The loss-dependent state the Distiller's constructor creates for
+        # each loss (its weight variable exists already): the loss and, for
+        # a temperature, the metric that logs it.
+        self.distillation_losses = [chosen]
+        tempered = _training.temperature_trackers(self.distillation_losses)
+        self._tempered_losses = [loss for loss, _ in tempered]
+        self.temperature_trackers = [tracker for _, tracker in tempered]
 
     def fit(
         self,
@@ -237,32 +337,76 @@ class SelfDistiller(distiller_module.Distiller):
         **kwargs,
     ):
         """`keras.Model.fit`, plus the callback that takes the snapshots and
-        sets PS-KD's `alpha_t` each epoch."""
+        sets PS-KD's `alpha_t` each epoch. With `progressive_alpha`, a
+        `kerasdistill.callbacks.AlphaScheduler` among `callbacks` is
+        refused: both would set `student_loss_weight`."""
+        listed = (
+            callbacks.callbacks
+            if isinstance(callbacks, keras.callbacks.CallbackList)
+            else list(callbacks or [])
+        )
+        self._check_no_alpha_scheduler(listed)
         schedule = _TeacherSchedule()
         if isinstance(callbacks, keras.callbacks.CallbackList):
             callbacks.append(schedule)
         else:
-            callbacks = list(callbacks or []) + [schedule]
+            callbacks = listed + [schedule]
         return super().fit(
             x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
             callbacks=callbacks, **kwargs,
         )
 
-    def train_step(self, data):
-        logs = super().train_step(data)
-        if self.teacher_type == "ema":
+    def _check_no_alpha_scheduler(self, callbacks):
+        if self.progressive_alpha is None:
+            return  # the user's AlphaScheduler alone sets alpha
+        from kerasdistill import callbacks as callbacks_module
+
+        schedulers = [
+            type(c).__name__ for c in callbacks
+            if isinstance(c, callbacks_module.AlphaScheduler)
+        ]
+        if schedulers:
+            raise ValueError(
+                "Expected no AlphaScheduler in fit()'s callbacks of a "
+                f"SelfDistiller with progressive_alpha={self.progressive_alpha}: "
+                "PS-KD sets student_loss_weight = 1 - alpha_t at the start "
+                "of every epoch, so one of the two schedules would be "
+                f"silently lost. Received: callbacks with {schedulers}. Drop "
+                "the AlphaScheduler (progressive_alpha and progressive_epochs "
+                "set PS-KD's schedule), or build the SelfDistiller without "
+                "progressive_alpha to schedule alpha yourself."
+            )
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """`Distiller.compute_loss`; in a training step of an EMA teacher,
+        the teacher first averages in the model's current weights (see the
+        class docstring). Pass `training=False` to compute the loss without
+        updating the teacher."""
+        if training and self.teacher_type == "ema":
             self._update_ema()
-        return logs
+        return super().compute_loss(
+            x, y, y_pred, sample_weight=sample_weight, training=training
+        )
 
     def _update_ema(self):
-        step = ops.cast(self.optimizer.iterations, "float32")
-        decay = ops.minimum(self._ema_decay, 1.0 - 1.0 / (step + 1.0))
+        """Averages the model's current weights into the teacher. Runs
+        inside the train step: under JAX the assignments are part of the
+        step's returned state, under TensorFlow they are ordered before the
+        teacher's forward pass, under PyTorch they run eagerly."""
+        count = self._ema_updates
+        decay = ops.minimum(self._ema_decay, 1.0 - 1.0 / (count + 1.0))
         for teacher_weight, weight in zip(self.teacher.weights, self.student.weights):
+            value = ops.stop_gradient(ops.convert_to_tensor(weight))
             if "float" not in str(teacher_weight.dtype):
-                teacher_weight.assign(weight)
+                teacher_weight.assign(value)
                 continue
             d = ops.cast(decay, teacher_weight.dtype)
-            teacher_weight.assign(d * teacher_weight + (1.0 - d) * weight)
+            teacher_weight.assign(
+                d * teacher_weight + (1.0 - d) * ops.cast(value, teacher_weight.dtype)
+            )
+        count.assign(count + 1.0)
 
     def _inputs_and_teacher_taps(self, x):
         if cache.is_cached(x):
@@ -278,12 +422,6 @@ class SelfDistiller(distiller_module.Distiller):
     def _distillation_loss(self, *args, **kwargs):
         return self._teacher_ready * super()._distillation_loss(*args, **kwargs)
 
-    def _schedulable_values(self):
-        values = super()._schedulable_values()
-        if self._ema_decay is not None:
-            values["ema_decay"] = tf.identity(self._ema_decay.value)
-        return values
-
     def get_config(self):
         config = super().get_config()
         config.pop("teacher")
@@ -294,12 +432,16 @@ class SelfDistiller(distiller_module.Distiller):
                 "snapshot_interval": self.snapshot_interval,
                 "ema_decay": (
                     None if self._ema_decay is None
-                    else float(self._ema_decay.numpy())
+                    else _training.read(self._ema_decay)
                 ),
                 "progressive_alpha": self.progressive_alpha,
                 "progressive_epochs": self.progressive_epochs,
             }
         )
+        if self._choose_loss and not self.distillation_losses:
+            # Not compiled yet: the loss is still to be chosen.
+            config["distillation_losses"] = None
+            config["distillation_loss_weights"] = None
         if self.progressive_alpha is not None:
             config["student_loss_weight"] = None
         return config
@@ -308,17 +450,18 @@ class SelfDistiller(distiller_module.Distiller):
     def from_config(cls, config):
         config = copy.deepcopy(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
-        config["distillation_losses"] = [
-            keras.saving.deserialize_keras_object(loss)
-            for loss in config["distillation_losses"]
-        ]
+        if config["distillation_losses"] is not None:
+            config["distillation_losses"] = [
+                keras.saving.deserialize_keras_object(loss)
+                for loss in config["distillation_losses"]
+            ]
         return cls(**config)
 
 
 class _TeacherSchedule(keras.callbacks.Callback):
     """Added by `SelfDistiller.fit`: sets PS-KD's `alpha_t` at the start of
     each epoch and takes the snapshot at the end of every
-    `snapshot_interval`-th epoch."""
+    `snapshot_interval`-th epoch (`self.model` syncs JAX's state first)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         distiller = self.model
@@ -333,6 +476,89 @@ class _TeacherSchedule(keras.callbacks.Callback):
             (epoch + 1) % distiller.snapshot_interval == 0
         ):
             distiller.refresh_teacher()
+
+
+_CROSS_ENTROPIES = (
+    keras.losses.SparseCategoricalCrossentropy,
+    keras.losses.CategoricalCrossentropy,
+)
+_CROSS_ENTROPY_FUNCTIONS = (
+    keras.losses.sparse_categorical_crossentropy,
+    keras.losses.categorical_crossentropy,
+)
+_REGRESSION = (
+    (keras.losses.MeanSquaredError, keras.losses.mean_squared_error, "mse"),
+    (keras.losses.MeanAbsoluteError, keras.losses.mean_absolute_error, "mae"),
+)
+
+
+def _distillation_loss_for(loss, progressive):
+    """The distillation loss that `SelfDistiller(model)` (no
+    `distillation_losses`) uses with the compiled `loss`."""
+    fix = (
+        "Pass distillation_losses to SelfDistiller, e.g. "
+        "kerasdistill.LogitsDistillation(temperature=1.0) for classification "
+        'or kerasdistill.RegressionDistillation("mse") for regression.'
+    )
+    if loss is None:
+        raise ValueError(
+            "Expected compile() to be given the model's loss: a SelfDistiller "
+            "built without distillation_losses chooses its distillation loss "
+            f"from it. Received: loss=None. Pass e.g. loss=\"mse\" or "
+            "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
+            f", or: {fix}"
+        )
+    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if isinstance(resolved, _CROSS_ENTROPIES) or any(
+        resolved is f for f in _CROSS_ENTROPY_FUNCTIONS
+    ):
+        from_logits = isinstance(resolved, _CROSS_ENTROPIES) and bool(
+            resolved.get_config().get("from_logits", False)
+        )
+        return losses_module.LogitsDistillation(
+            temperature=1.0,
+            loss="soft_cross_entropy" if progressive else "kl_divergence",
+            from_logits=from_logits,
+        )
+    for cls, function, name in _REGRESSION:
+        if isinstance(resolved, cls) or resolved is function:
+            return losses_module.RegressionDistillation(name)
+    if isinstance(resolved, keras.losses.Huber):
+        return losses_module.RegressionDistillation("huber", delta=_huber_delta(resolved))
+    if resolved is keras.losses.huber:
+        return losses_module.RegressionDistillation("huber")
+    raise ValueError(
+        "Expected compile()'s loss to be one a SelfDistiller can choose its "
+        "distillation loss from: a categorical cross-entropy (sparse or "
+        "not), mean squared error, mean absolute error or Huber. Received: "
+        f"loss={loss!r}. {fix}"
+    )
+
+
+def _huber_delta(loss):
+    """The `delta` of a `keras.losses.Huber`. Keras 3.15's `get_config()`
+    leaves it out, so where it is missing it is measured: beyond `delta` the
+    loss grows with slope `delta` (`delta * |e| - delta**2 / 2`)."""
+    delta = loss.get_config().get("delta")
+    if delta is not None:
+        return float(delta)
+    errors = (2.0**20, 2.0**21)
+    values = [
+        float(np.mean(ops.convert_to_numpy(
+            loss(np.zeros((1, 1), "float32"), np.full((1, 1), e, "float32"))
+        )))
+        for e in errors
+    ]
+    return float(f"{(values[1] - values[0]) / (errors[1] - errors[0]):.6g}")
+
+
+def _description(loss):
+    """The kind of a chosen loss: its class and configuration, without its
+    name and its temperature (which a schedule may have changed)."""
+    config = dict(loss.get_config())
+    for key in ("name", "dtype", "trainable", "temperature"):
+        config.pop(key, None)
+    return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(config.items()))})"
 
 
 def _frozen_copy(model):

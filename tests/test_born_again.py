@@ -1,20 +1,24 @@
 """born_again: each generation learns from the previous one, scores,
-stopping when the score stops improving, bad input."""
+stopping when the score stops improving, the direction of a metric, bad
+input. Every test runs on TensorFlow, JAX and PyTorch."""
 
 import keras
 import pytest
-import tensorflow as tf
+from conftest import BACKEND
 from conftest import make_classifier
 from conftest import make_regressor
 
 import kerasdistill as kd
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# Eager steps are the fast path for tiny models on TensorFlow and PyTorch;
+# JAX is faster compiled.
+EAGER = BACKEND != "jax"
 
 
 def build_classifier():
     model = make_classifier(8)
-    model.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=True)
+    model.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=EAGER)
     return model
 
 
@@ -52,7 +56,7 @@ def frozen_regressor():
     inputs = keras.Input((6,))
     outputs = keras.layers.Dense(1, kernel_initializer="ones")(inputs)
     model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.SGD(0.0), "mse", run_eagerly=True)
+    model.compile(keras.optimizers.SGD(0.0), "mse", run_eagerly=EAGER)
     return model
 
 
@@ -69,21 +73,82 @@ def test_stops_when_the_score_stops_improving(patience, trained, regression_data
     assert len(set(result.scores)) == 1
 
 
-def test_one_generation_is_plain_training_and_datasets_work(regression_data):
+def regression_builder():
+    def build():
+        model = make_regressor(4)
+        model.compile("adam", "mse", metrics=["mae"], run_eagerly=EAGER)
+        return model
+
+    return build
+
+
+def test_one_generation_is_plain_training(regression_data):
+    result = kd.born_again(regression_builder(), regression_data, regression_data,
+                           kd.RegressionDistillation("mse"), generations=1,
+                           monitor="mae", epochs=1, batch_size=32, shuffle=False)
+    assert len(result.models) == 1 and result.mode == "min"
+    x, y = regression_data
+    assert result.scores[0] == pytest.approx(
+        result.models[0].evaluate(x, y, verbose=0, return_dict=True)["mae"]
+    )
+
+
+def test_tf_data_datasets_work(regression_data):
+    # A tf.data dataset feeds fit() and evaluate() on every backend.
+    import tensorflow as tf
+
+    x, y = regression_data
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    result = kd.born_again(regression_builder(), data, data, kd.RegressionDistillation("mse"),
+                           generations=2, monitor="mae", epochs=1, shuffle=False)
+    assert len(result.models) == 2 and result.mode == "min"
+    assert result.scores[1] == pytest.approx(
+        result.models[1].evaluate(data, verbose=0, return_dict=True)["mae"]
+    )
+
+
+@pytest.mark.parametrize(
+    "metric, mode",
+    [
+        ("accuracy", "max"),
+        (keras.metrics.AUC(name="auc"), "max"),
+        (keras.metrics.R2Score(name="r2"), "max"),
+        ("mae", "min"),
+        (keras.metrics.RootMeanSquaredError(name="rmse"), "min"),
+    ],
+)
+def test_auto_mode_follows_the_metrics_direction(metric, mode, regression_data):
     x, y = regression_data
 
     def build():
         model = make_regressor(4)
-        model.compile("adam", "mse", metrics=["mae"], run_eagerly=True)
+        model.compile("adam", "mse", metrics=[metric], run_eagerly=EAGER)
         return model
 
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    result = kd.born_again(build, data, data, kd.RegressionDistillation("mse"),
-                           generations=1, monitor="mae", epochs=1, shuffle=False)
-    assert len(result.models) == 1 and result.mode == "min"
-    assert result.scores[0] == pytest.approx(
-        result.models[0].evaluate(data, verbose=0, return_dict=True)["mae"]
-    )
+    name = metric if isinstance(metric, str) else metric.name
+    y = (y > 0).astype("float32") if name in ("accuracy", "auc") else y
+    result = kd.born_again(build, (x, y), (x, y), kd.RegressionDistillation("mse"),
+                           generations=1, monitor=name, epochs=1, batch_size=64)
+    assert result.mode == mode
+
+
+def test_auto_mode_of_an_unknown_metric_asks_for_the_mode(regression_data):
+    def peak_error(y_true, y_pred):
+        return keras.ops.max(keras.ops.abs(y_true - y_pred), axis=-1)
+
+    def build():
+        model = make_regressor(4)
+        model.compile("adam", "mse", metrics=[peak_error], run_eagerly=EAGER)
+        return model
+
+    with pytest.raises(ValueError, match='Expected mode="min" or mode="max".*peak_error'):
+        kd.born_again(build, regression_data, regression_data,
+                      kd.RegressionDistillation("mse"), generations=1,
+                      monitor="peak_error", epochs=1, batch_size=64)
+    result = kd.born_again(build, regression_data, regression_data,
+                           kd.RegressionDistillation("mse"), generations=1,
+                           monitor="peak_error", mode="min", epochs=1, batch_size=64)
+    assert result.mode == "min"
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,35 @@
 """MutualLearning (DML): the loss against numpy, each model's gradient is its
-own loss's, per-model metrics, regression, saving, bad input."""
+own loss's, one forward pass per model per step, `training` reaching the
+distillation loss, per-model metrics, regression, saving, bad input. Every
+test runs on TensorFlow, JAX and PyTorch."""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import BACKEND
+from conftest import as_numpy
 from conftest import make_classifier
 from conftest import make_regressor
+from conftest import value_and_gradients
 
 import kerasdistill as kd
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# Eager steps are the fast path for tiny models on TensorFlow and PyTorch;
+# JAX is faster compiled.
+EAGER = BACKEND != "jax"
+
+
+def gradients(fn, variables):
+    """The gradients of `fn()` with respect to `variables` (numpy), on any
+    backend: the variables read the differentiated arguments inside a
+    `keras.StatelessScope` (whose updates are dropped)."""
+
+    def with_values(*values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn()
+
+    return value_and_gradients(with_values, *[as_numpy(v) for v in variables])[1]
 
 
 def np_softmax(z):
@@ -31,9 +50,9 @@ def test_loss_matches_dml_formula_and_metrics_are_per_model(classification_data)
     x, y = classification_data
     models = three_peers()
     mutual = kd.MutualLearning(models, kd.LogitsDistillation(1.0), student_loss_weight=0.4)
-    mutual.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=True)
+    mutual.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=EAGER)
     logs = mutual.evaluate(x, y, verbose=0, return_dict=True)
-    outputs = [np.asarray(m(x)) for m in models]
+    outputs = [as_numpy(m(x)) for m in models]
     total = 0.0
     for k, output in enumerate(outputs):
         cross_entropy = -np.log(np_softmax(output)[np.arange(len(y)), y]).mean()
@@ -53,18 +72,66 @@ def test_each_model_follows_the_gradient_of_its_own_loss(classification_data):
     mutual = kd.MutualLearning(models, kd.LogitsDistillation(1.0))
     mutual.compile("adam", SPARSE_CE)
     loss = kd.LogitsDistillation(1.0)
-    with tf.GradientTape(persistent=True) as tape:
-        total = mutual.compute_loss(x, y)
+
+    def own_loss(k):
         outputs = [m(x, training=True) for m in models]
-        own = []
-        for k, output in enumerate(outputs):
-            peers = [loss.compute_loss(tf.stop_gradient(outputs[j]), output)
-                     for j in range(3) if j != k]
-            own.append(0.5 * SPARSE_CE(y, output) + 0.5 * tf.reduce_mean(tf.stack(peers)))
-    for model, own_loss in zip(models, own):
-        for a, b in zip(tape.gradient(total, model.trainable_weights),
-                        tape.gradient(own_loss, model.trainable_weights)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+        peers = [loss.compute_loss(keras.ops.stop_gradient(outputs[j]), outputs[k])
+                 for j in range(3) if j != k]
+        return 0.5 * SPARSE_CE(y, outputs[k]) + 0.5 * keras.ops.mean(keras.ops.stack(peers))
+
+    total_gradients = gradients(lambda: mutual.compute_loss(x, y), mutual.trainable_weights)
+    by_weight = {id(w): g for w, g in zip(mutual.trainable_weights, total_gradients)}
+    for k, model in enumerate(models):
+        weights = model.trainable_weights
+        for weight, expected in zip(weights, gradients(lambda k=k: own_loss(k), weights)):
+            np.testing.assert_allclose(by_weight[id(weight)], expected, rtol=1e-4, atol=1e-7)
+
+
+class CallCounter(keras.layers.Layer):
+    """Identity layer counting its executions (in a compiled step too)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="calls"
+        )
+
+    def call(self, x):
+        self.calls.assign_add(1.0)
+        return x
+
+
+def counted_peer(width, name):
+    inputs = keras.Input((6,))
+    counter = CallCounter(name=f"{name}_counter")
+    hidden = keras.layers.Dense(width, activation="relu")(counter(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(hidden), name=name), counter
+
+
+def test_one_forward_pass_per_model_per_step(classification_data):
+    x, y = classification_data
+    (a, count_a), (b, count_b) = counted_peer(4, "a"), counted_peer(8, "b")
+    mutual = kd.MutualLearning([a, b], kd.LogitsDistillation(1.0))
+    mutual.compile("adam", SPARSE_CE, metrics=["accuracy"])
+    mutual.fit(x, y, epochs=1, batch_size=16, verbose=0)  # 4 steps
+    assert [float(as_numpy(c.calls)) for c in (count_a, count_b)] == [4, 4]
+    mutual.evaluate(x, y, batch_size=32, verbose=0)  # 2 steps
+    assert [float(as_numpy(c.calls)) for c in (count_a, count_b)] == [6, 6]
+
+
+def test_training_reaches_the_distillation_loss(classification_data):
+    # DifficultyWeighted updates its running mean in training steps only.
+    x, y = classification_data
+    loss = kd.DifficultyWeighted(kd.LogitsDistillation(1.0))
+    mutual = kd.MutualLearning(three_peers((4, 8)), loss)
+    mutual.compile("adam", SPARSE_CE)
+    mutual.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert float(as_numpy(loss.updates)) == 4 * 2  # 4 steps, 2 ordered pairs
+    running_mean = float(as_numpy(loss.running_mean))
+    assert running_mean > 0
+    mutual.evaluate(x, y, verbose=0)
+    assert float(as_numpy(loss.updates)) == 8
+    assert float(as_numpy(loss.running_mean)) == running_mean
 
 
 def test_fit_trains_every_model_and_regression_works(regression_data):
@@ -85,7 +152,7 @@ def test_config_and_keras_file_round_trip(tmp_path, classification_data):
     mutual = kd.MutualLearning(three_peers((4, 4)), kd.LogitsDistillation(2.0),
                                student_loss_weight=0.7)
     mutual.compile("adam", SPARSE_CE, metrics=[keras.metrics.SparseCategoricalAccuracy()],
-                   run_eagerly=True)
+                   run_eagerly=EAGER)
     mutual.fit(x, y, epochs=1, verbose=0)
     config = mutual.get_config()
     assert kd.MutualLearning.from_config(config).get_config() == config
@@ -136,6 +203,8 @@ def test_bad_input_raises(build, error, match):
 def test_labels_are_required(classification_data):
     x, _ = classification_data
     mutual = kd.MutualLearning(three_peers(), kd.LogitsDistillation())
-    mutual.compile("adam", SPARSE_CE, run_eagerly=True)
-    with pytest.raises(ValueError, match="learns from labels"):
+    mutual.compile("adam", SPARSE_CE, run_eagerly=EAGER)
+    with pytest.raises(ValueError, match="Expected batches with labels.*learns from labels"):
         mutual.fit(x, verbose=0)
+    with pytest.raises(ValueError, match="Expected `y_pred` to be the dict"):
+        mutual.compute_loss(x, np.zeros(len(x)), y_pred=mutual(x)["net_0"])

@@ -61,14 +61,15 @@ def distillation_value(loss, teacher, student, y, sample_weight, training=None):
 
 def regularization(model):
     """The sum of `model.losses` (the regularization and `add_loss` losses
-    of its forward pass), in float32, as Keras's `compute_loss` adds them.
+    of its forward pass), in float32 and scaled for the replicas, as
+    Keras's `compute_loss` adds them.
 
     Read it before the teacher runs in `compute_loss`: the teacher's own
     forward pass would add its activity losses on some backends."""
     total = ops.zeros((), dtype="float32")
     for value in model.losses:
         total = total + ops.sum(ops.cast(value, "float32"))
-    return total
+    return reduction.scale_for_replicas(total)  # as Keras's TensorFlow trainer
 
 
 def non_trainable(name, value):

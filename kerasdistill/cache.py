@@ -23,19 +23,24 @@ for, so a cache built for another teacher, or lacking a tapped layer that
 the losses need, is refused when the train function is traced, before any
 weight changes. A cache on disk also records the number of samples and a
 checksum of the teacher's weights, checked when it is reused.
+
+Every backend. The teacher runs with the current Keras backend on numpy
+batches (`tf.function` under TensorFlow, Keras's compiled predict step
+under JAX and PyTorch), and the cache is a `tf.data.Dataset`, which
+`fit()` takes on every backend. TensorFlow is imported when a cache is
+built or checked, not with `kerasdistill`.
 """
 
 import hashlib
 import json
 import os
 import shutil
+import sys
 import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import tree
-from keras.src.trainers import data_adapters
 
 from kerasdistill import checks
 from kerasdistill import compat
@@ -49,6 +54,20 @@ METADATA_FILE = "kerasdistill_cache.json"
 _FORMAT = 1
 _DTYPES = ("float16", "float32", "float64")
 _AUGMENTATION_LAYERS = ("RandAugment", "AugMix", "MixUp", "CutMix", "Solarization")
+
+
+def _tf():
+    """TensorFlow, imported on first use (a cache is a `tf.data.Dataset`)."""
+    import tensorflow as tf
+
+    return tf
+
+
+def _is_tf_dataset(data):
+    """Whether `data` is a `tf.data.Dataset`, without importing TensorFlow
+    (a dataset cannot exist unless it was imported)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
 
 
 def cache_teacher_outputs(
@@ -83,11 +102,13 @@ def cache_teacher_outputs(
 
     Args:
         teacher: The trained teacher, a `keras.Model`.
-        data: What `fit()` takes: inputs `x` (arrays, a dict or list of
-            arrays), a tuple `(x, y)` or `(x, y, sample_weight)` of arrays,
-            or a `tf.data.Dataset` / `keras.utils.PyDataset` yielding
-            batches of those. A tuple is read as `(x, y, sample_weight)`,
-            as Keras does; pass several inputs as a list or dict.
+        data: What `fit()` takes: inputs `x` (numpy arrays or tensors of
+            any backend, a dict or list of them), a tuple `(x, y)` or
+            `(x, y, sample_weight)` of those, or a `tf.data.Dataset` /
+            finite `keras.utils.PyDataset` yielding batches of those. A
+            tuple is read as `(x, y, sample_weight)`, as Keras does; pass
+            several inputs as a list or dict. Anything else (a Python
+            generator, strings) raises a `TypeError` naming these.
         distillation_losses: The losses the cache will serve (one or a
             list); the teacher layers they tap (`teacher_layer_name`) are
             cached too. `None` caches the final outputs only.
@@ -131,17 +152,17 @@ def cache_teacher_outputs(
     if dtype is not None:
         checks.check_choice(dtype, _DTYPES, "dtype")
     layer_names = teacher_layer_names(distillation_losses)
-    adapter = _adapter(data, batch_size)
+    source = _InputBatches(data, batch_size or 32)
     if path is not None:
         wanted = _metadata(teacher, layer_names, dtype)
         if not overwrite and _holds_cache(path):
-            wanted.update(_describe_data(adapter))
+            wanted.update(source.describe())
             stored = _read_metadata(path)
             _check_reusable(stored, wanted, path)
             return _from_disk(path, stored["samples"], batch_size, shuffle)
     _warn_if_random(data)
     network = taps.TappedNetwork(teacher, layer_names, "teacher")
-    batches = _teacher_batches(network, adapter, marker_key(teacher), dtype)
+    batches = _teacher_batches(network, source, marker_key(teacher), dtype)
     if path is None:
         return _from_arrays(_concatenate(batches), batch_size, shuffle)
     _prepare_directory(path, overwrite)
@@ -261,7 +282,7 @@ def check_cached(x, teacher, layer_names):
 def check_dataset(dataset, teacher, layer_names):
     """Checks a `tf.data.Dataset` of cached batches from its element spec
     (before training); does nothing for other data."""
-    if not isinstance(dataset, tf.data.Dataset):
+    if not _is_tf_dataset(dataset):
         return
     x, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
     if is_cached(x):
@@ -289,17 +310,110 @@ def _check_batch_size(batch_size, shuffle):
         )
 
 
-def _adapter(data, batch_size):
-    if isinstance(data, tuple):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    else:
-        x, y, sample_weight = data, None, None
-    if x is None:
-        raise ValueError(
-            "Expected `data` to hold the inputs. Received: data=None."
-        )
-    return data_adapters.get_data_adapter(
-        x, y, sample_weight, batch_size=batch_size or 32, shuffle=False
+class _InputBatches:
+    """The `(x, y, sample_weight)` batches of `data`, in order, as numpy
+    (`None` where there are no labels or weights), from what
+    `cache_teacher_outputs` documents: arrays (numpy, backend tensors,
+    anything `numpy.asarray` reads) or a tuple of them, cut into batches of
+    `batch_size`; a `tf.data.Dataset` or a `keras.utils.PyDataset`, whose
+    own batches are kept."""
+
+    def __init__(self, data, batch_size):
+        if data is None:
+            raise ValueError(
+                "Expected `data` to hold the inputs. Received: data=None."
+            )
+        self.batch_size = batch_size
+        self.data = data
+        if _is_tf_dataset(data):
+            self.kind = "tf.data"
+        elif isinstance(data, keras.utils.PyDataset):
+            self.kind = "PyDataset"
+            if data.num_batches is None:
+                raise ValueError(
+                    "Expected a keras.utils.PyDataset of finite length, to "
+                    "cache each of its batches once. Received "
+                    f"{type(data).__name__} with num_batches=None (infinite). "
+                    "Give it a `num_batches` (or `__len__`), or pass arrays."
+                )
+        else:
+            self.kind = "arrays"
+            if isinstance(data, tuple):
+                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            else:
+                x, y, sample_weight = data, None, None
+            if x is None:
+                raise ValueError(
+                    "Expected `data` to hold the inputs. Received: data=None."
+                )
+            self.arrays = tree.map_structure(
+                _as_array, (x, y, sample_weight), none_is_leaf=False
+            )
+            lengths = {len(a) for a in tree.flatten(self.arrays) if a is not None}
+            if len(lengths) != 1:
+                raise ValueError(
+                    "Expected the inputs, labels and sample weights in "
+                    "`data` to hold the same number of samples. Received "
+                    f"arrays of lengths {sorted(lengths)}."
+                )
+            self.samples = lengths.pop()
+
+    def __iter__(self):
+        if self.kind == "tf.data":
+            for batch in self.data.as_numpy_iterator():
+                yield _numpy_batch(batch)
+        elif self.kind == "PyDataset":
+            for index in range(self.data.num_batches):
+                yield _numpy_batch(self.data[index])
+        else:
+            for start in range(0, self.samples, self.batch_size):
+                yield tree.map_structure(
+                    lambda a, s=start: a[s:s + self.batch_size], self.arrays,
+                    none_is_leaf=False,
+                )
+
+    def describe(self):
+        """What a cache on disk records about the data: the number of
+        samples, and whether there are labels and sample weights."""
+        if self.kind == "arrays":
+            _, y, sample_weight = self.arrays
+            return {"samples": self.samples, "labels": y is not None,
+                    "sample_weights": sample_weight is not None}
+        samples, has_labels, has_weights = 0, False, False
+        for x, y, sample_weight in self:
+            samples += int(tree.flatten(x)[0].shape[0])
+            has_labels, has_weights = y is not None, sample_weight is not None
+        return {"samples": samples, "labels": has_labels,
+                "sample_weights": has_weights}
+
+
+def _numpy_batch(batch):
+    """`(x, y, sample_weight)` of one batch of a dataset, as numpy."""
+    return tree.map_structure(
+        _as_array, keras.utils.unpack_x_y_sample_weight(batch), none_is_leaf=False
+    )
+
+
+def _as_array(value):
+    if isinstance(value, (str, bytes)) or callable(getattr(value, "__next__", None)):
+        raise _data_type_error(value)
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+    except (TypeError, ValueError) as error:
+        raise _data_type_error(value) from error
+    if array.dtype == object or array.ndim == 0:
+        raise _data_type_error(value)
+    return array
+
+
+def _data_type_error(value):
+    return TypeError(
+        "Expected `data` to be arrays (numpy arrays or tensors; a dict or "
+        "list of them for several inputs), a tuple (x, y) or (x, y, "
+        "sample_weight) of those, a tf.data.Dataset or a "
+        "keras.utils.PyDataset. Received an element of type "
+        f"{type(value).__name__}: {value!r:.80}. Wrap a generator in "
+        "tf.data.Dataset.from_generator or a keras.utils.PyDataset."
     )
 
 
@@ -326,13 +440,12 @@ def _weights_digest(teacher):
     return digest.hexdigest()
 
 
-def _teacher_batches(network, adapter, marker, dtype):
+def _teacher_batches(network, source, marker, dtype):
     """Yields `(cached_x, y, sample_weight)` numpy batches (None where
     `data` has no labels or weights)."""
-    run = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+    run = _teacher_function(network)
     start = 0
-    for batch in adapter.get_tf_dataset():
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+    for x, y, sample_weight in source:
         outputs, features = run(x)
         size = int(tree.flatten(x)[0].shape[0])
         cached = {
@@ -349,11 +462,42 @@ def _teacher_batches(network, adapter, marker, dtype):
         raise ValueError("Expected `data` to hold samples. Received no batch.")
 
 
+def _teacher_function(network):
+    """`x -> (outputs, features)` in numpy, compiled by the backend: a
+    `tf.function` under TensorFlow (which also runs in a `tf.distribute`
+    scope on the local replica), else Keras's own predict step (jitted
+    under JAX, without gradients under PyTorch)."""
+    if keras.backend.backend() == "tensorflow":
+        run = _tf().function(
+            lambda x: network(x, training=False), reduce_retracing=True
+        )
+        return lambda x: tree.map_structure(keras.ops.convert_to_numpy, run(x))
+    return _TeacherRunner(network).predict_on_batch
+
+
+class _TeacherRunner(keras.Model):
+    """A model whose `predict_on_batch` runs the tapped teacher once, so
+    that Keras compiles it for the backend; the teacher's variables are its
+    own (tracked through `teacher`), and it is never trained or saved."""
+
+    def __init__(self, network):
+        super().__init__(name=f"{network.model.name}_cache_runner")
+        self.teacher = network.model
+        self.network = network
+
+    def call(self, x):
+        return self.network(x, training=False)
+
+
 def _cast(structure, dtype):
     if dtype is None:
         return structure
     return tree.map_structure(
-        lambda t: tf.cast(t, dtype) if t.dtype.is_floating else t, structure
+        lambda t: (
+            np.asarray(t).astype(dtype)
+            if np.issubdtype(np.asarray(t).dtype, np.floating) else np.asarray(t)
+        ),
+        structure,
     )
 
 
@@ -373,6 +517,7 @@ def _from_arrays(element, batch_size, shuffle):
     else of batches gathered by shuffled indices (the vectorised scheme of
     Keras's array adapter, but reshuffled at each epoch even under
     `keras.utils.set_random_seed`)."""
+    tf = _tf()
     packed = _pack(element)
     if batch_size is None:
         return tf.data.Dataset.from_tensor_slices(packed)
@@ -388,6 +533,7 @@ def _from_arrays(element, batch_size, shuffle):
 
 def _index_batches(samples, batch_size, shuffle):
     """Batches of sample indices, in a new random order at each iteration."""
+    tf = _tf()
     full = samples - samples % batch_size
 
     def batches(seed):
@@ -408,12 +554,14 @@ def _index_batches(samples, batch_size, shuffle):
 
 
 def _gather(indices, arrays):
+    tf = _tf()
     return tree.map_structure(lambda array: tf.gather(array, indices), arrays)
 
 
 def _save(batches, path):
     """Writes the batches with `tf.data.Dataset.save`; returns what the
     metadata records about the data."""
+    tf = _tf()
     first = next(batches)
     _, y, sample_weight = first
     packed = _pack(first)
@@ -445,6 +593,7 @@ def _chain(first, rest):
 
 
 def _from_disk(path, samples, batch_size, shuffle):
+    tf = _tf()
     dataset = tf.data.Dataset.load(path)
     if batch_size is None:
         return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(samples))
@@ -462,15 +611,6 @@ def _holds_cache(path):
 def _read_metadata(path):
     with open(os.path.join(path, METADATA_FILE)) as file:
         return json.load(file)
-
-
-def _describe_data(adapter):
-    samples, has_labels, has_weights = 0, False, False
-    for batch in adapter.get_tf_dataset():
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        samples += int(tree.flatten(x)[0].shape[0])
-        has_labels, has_weights = y is not None, sample_weight is not None
-    return {"samples": samples, "labels": has_labels, "sample_weights": has_weights}
 
 
 def _check_reusable(stored, wanted, path):
@@ -517,6 +657,7 @@ def _prepare_directory(path, overwrite):
 
 def _random_ops(dataset):
     """The random TensorFlow ops in `dataset`'s pipeline (augmentation)."""
+    tf = _tf()
     try:
         graph = tf.compat.v1.GraphDef.FromString(
             dataset._as_serialized_graph().numpy()
@@ -537,7 +678,7 @@ def _random_ops(dataset):
 
 
 def _warn_if_random(data):
-    if not isinstance(data, tf.data.Dataset):
+    if not _is_tf_dataset(data):
         return
     ops = _random_ops(data)
     if ops:
@@ -554,7 +695,17 @@ def _warn_if_random(data):
 
 def _augmentation_layers(model):
     return [
-        layer.name for layer in model._flatten_layers(include_self=False)
+        layer.name for layer in _all_layers(model)
         if type(layer).__name__.startswith("Random")
         or type(layer).__name__ in _AUGMENTATION_LAYERS
     ]
+
+
+def _all_layers(model):
+    """The layers of `model`, those of nested models (and of any layer with
+    a public `layers` list, like `keras.layers.Pipeline`) included."""
+    found = []
+    for layer in getattr(model, "layers", None) or []:
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found

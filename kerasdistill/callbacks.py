@@ -20,6 +20,18 @@ compiled function and calls `on_train_batch_begin` once per call, so a
 per-batch schedule is evaluated at the first batch of each group of `k`
 (steps `0, k, 2k, ...` of the epoch) and holds for the group.
 
+Every backend. On TensorFlow and PyTorch the variable the compiled step
+reads is the one assigned. Under JAX, Keras passes the model's variables
+into the jitted train function as state and writes them back (its public
+`model.jax_state_sync()`) only at the end of an epoch or when a callback
+asks: a value assigned in `on_train_batch_begin` without that would be
+ignored until the epoch ends and then overwritten. So a scheduler first
+syncs the state (`model.jax_state_sync()`, where the model has it) and then
+assigns; Keras then reads the state again before the batch, and the value
+takes effect at that batch. A per-batch scheduler assigns (and syncs) only
+when its value changes within an epoch, so a piecewise schedule costs
+nothing between its boundaries.
+
 Put `CSVLogger` or `TensorBoard` after these callbacks in the `callbacks`
 list: Keras passes one `logs` dict along the list, so a logger placed before
 a scheduler does not see the value the scheduler writes. (`alpha` and the
@@ -27,12 +39,12 @@ temperature are also logged by the `Distiller` itself; the loss weights
 only by `LossWeightScheduler`.)
 """
 
+import logging
 import math
 import numbers
 
 import keras
 import numpy as np
-from keras.src.utils import io_utils
 
 from kerasdistill import checks
 from kerasdistill import schedules
@@ -71,6 +83,7 @@ class ScheduleCallback(keras.callbacks.Callback):
         self.log_name = None
         self._variable = None
         self._steps_per_epoch = None
+        self._steps_per_execution = 1
         self._epoch = 0
         self._current = None
 
@@ -90,6 +103,7 @@ class ScheduleCallback(keras.callbacks.Callback):
             )
         self._variable, self.log_name = self._resolve(self.model)
         self._steps_per_epoch = (self.params or {}).get("steps")
+        self._steps_per_execution = getattr(self.model, "steps_per_execution", 1)
         if self.update_freq == "batch" and not self._steps_per_epoch:
             raise ValueError(
                 f"{type(self).__name__}(update_freq='batch') counts steps "
@@ -103,6 +117,7 @@ class ScheduleCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._current = None  # assign at the first batch of every epoch
         if self.update_freq == "epoch":
             self._assign(epoch, epoch, batch=None)
 
@@ -118,7 +133,9 @@ class ScheduleCallback(keras.callbacks.Callback):
         else:
             # Keras reports the last batch of the group of
             # `steps_per_execution` batches; the value was set at its first.
-            first = batch - getattr(self.model, "steps_per_execution", 1) + 1
+            # (Not `self.model` here: under JAX that property syncs the
+            # state, at every batch.)
+            first = batch - self._steps_per_execution + 1
             logs[self.log_name] = self._value(self._batch_step(first))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -166,13 +183,19 @@ class ScheduleCallback(keras.callbacks.Callback):
                 "Change the schedule so that it stays in range (for example "
                 "bound an ExponentialDecay with `end=`)."
             )
-        self._variable.assign(value)
+        if batch is not None and value == self._current:
+            return  # unchanged within the epoch: no assignment, no sync
+        _sync_jax_state(self.model)
+        self._set(value)
         self._current = value
         if self.verbose > 0 and batch in (None, 0):
-            io_utils.print_msg(
+            _print(
                 f"\nEpoch {epoch + 1}: {type(self).__name__} setting "
                 f"{self.log_name} to {value}."
             )
+
+    def _set(self, value):
+        self._variable.assign(value)
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
@@ -207,6 +230,11 @@ class AlphaScheduler(ScheduleCallback):
 
     def _is_valid(self, value):
         return 0.0 <= value <= 1.0
+
+    def _set(self, value):
+        # Through the property: the Distiller checks that a student loss
+        # exists when alpha becomes > 0 on labelled data.
+        self.model.student_loss_weight = value
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
@@ -324,6 +352,27 @@ class LossWeightScheduler(ScheduleCallback):
 
     def get_config(self):
         return {**super().get_config(), "loss": self.loss}
+
+
+def _sync_jax_state(model):
+    """Writes the JAX trainer's state back to the model's variables, so that
+    an assignment is the value the next step reads (a no-op elsewhere, and
+    when the state is already synced). Keras's `Callback.model` property
+    also syncs under JAX; calling `jax_state_sync()` says so explicitly and
+    does not depend on it."""
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync):
+        sync()
+
+
+def _print(message):
+    """Prints as Keras's own callbacks do: to stdout when interactive
+    logging is on (`keras.utils.disable_interactive_logging()` turns it
+    off), else to the `kerasdistill` logger."""
+    if keras.utils.is_interactive_logging_enabled():
+        print(message, flush=True)
+    else:
+        logging.getLogger("kerasdistill").info(message)
 
 
 def _has_temperature(loss):

@@ -294,6 +294,9 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         return super().fit(*args, **kwargs)
 
     def call(self, inputs, training=None):
+        # Before the student runs: on JAX and PyTorch a feature dict would
+        # otherwise fail inside Keras with a less helpful message.
+        checks.check_dict_inputs(cache.student_inputs(inputs), self.student, "student")
         outputs, features = self._networks["student"](
             cache.student_inputs(inputs), training=training
         )

@@ -7,15 +7,17 @@ is called, so `import kerasdistill` works without it.
 
 The teacher and the student of a `Distiller` see the same inputs, so their
 input preprocessing lives in one place: the pipeline that `prepare` builds.
+
+TFDS is TensorFlow by nature, and TensorFlow is imported when a function
+here is called, not with `kerasdistill`. The `tf.data.Dataset`s it gives
+feed `fit()` under every Keras backend (TensorFlow, JAX, PyTorch).
 """
 
 import difflib
 
 import numpy as np
-import tensorflow as tf
 
 from kerasdistill import checks
-
 
 # Where TFDS keeps data set files and metadata: a download is tried only when
 # this answers, so that an offline machine stops at once instead of retrying.
@@ -72,10 +74,19 @@ def load(name, split, data_dir=None, download=False, as_supervised=True):
             f"name={name!r}, which TFDS does not know.{hint} See "
             "https://www.tensorflow.org/datasets/catalog/overview."
         ) from error
-    except AssertionError:  # TFDS's "could not find data in <data_dir>"
+    except AssertionError as error:  # TFDS's "could not find data in <data_dir>"
         builder = tfds.builder(name, data_dir=data_dir)
         if builder.is_prepared():
-            raise
+            raise ValueError(
+                f"Expected tensorflow_datasets to read the prepared data set "
+                f"'{name}' (version {builder.version}) from "
+                f"{builder.data_dir}, split={split!r}. Received this "
+                f"failure from TFDS instead: {error or type(error).__name__}. "
+                "Check the split name (see info.splits of tfds.builder"
+                f"({name!r}).info), or rebuild the data set: `tfds build "
+                f"{name} --data_dir {data_dir or builder.data_dir_root} "
+                "--overwrite`."
+            ) from error
     if not download:
         raise FileNotFoundError(_not_on_disk(name, builder, "downloading is off"))
     offline = _connection_error(ONLINE_PROBE_URL)
@@ -129,6 +140,8 @@ def prepare(
     distiller.fit(batches, epochs=5)
     ```
     """
+    import tensorflow as tf
+
     if not isinstance(dataset, tf.data.Dataset):
         raise TypeError(
             "Expected `dataset` to be a tf.data.Dataset (e.g. from "
@@ -213,6 +226,8 @@ def labeled_split(
 
 def _selector(spec, labels, image_key, label_key):
     """Returns `element -> (image, label or None)` for the element spec."""
+    import tensorflow as tf
+
     if isinstance(spec, dict):
         for key in (image_key, label_key) if labels else (image_key,):
             if key not in spec:

@@ -10,6 +10,7 @@ This module does not need KerasTuner: a saved trial model loads after
 
 import keras
 
+from kerasdistill import _training
 from kerasdistill import distiller
 
 
@@ -54,7 +55,7 @@ class TrialDistiller(distiller.Distiller):
             filepath,
             overwrite=overwrite,
             max_shard_size=max_shard_size,
-            objects_to_skip=[self.teacher],
+            objects_to_skip=self.teachers,
         )
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
@@ -63,35 +64,27 @@ class TrialDistiller(distiller.Distiller):
         super().load_weights(
             filepath,
             skip_mismatch=skip_mismatch,
-            objects_to_skip=skipped + [self.teacher],
+            objects_to_skip=skipped + self.teachers,
             **kwargs,
         )
 
     def compute_loss(
-        self,
-        x=None,
-        y=None,
-        y_pred=None,
-        sample_weight=None,
-        training=True,
-        teacher_taps=None,
-        student_taps=None,
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         """The distillation objective in training; in evaluation with
-        labels and a compiled loss, the student's own loss (the distillation
-        loss trackers are updated in both cases)."""
-        if student_taps is None:
-            student_taps = self._run("student", x, training=training)
-            y_pred = student_taps[0]
+        labels and a compiled loss, the student's own loss plus its
+        regularization losses (the distillation loss trackers are updated
+        in both cases)."""
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        own = None
+        if not training and y is not None and self.loss is not None:
+            # Before the teacher runs: its forward pass may add losses.
+            regularization = _training.regularization(self)
+            own = self._student_loss(
+                x, y, y_pred, sample_weight, regularization
+            ) + regularization
         total = super().compute_loss(
-            x, y, y_pred, sample_weight, training=training,
-            teacher_taps=teacher_taps, student_taps=student_taps,
+            x, y, y_pred, sample_weight, training=training
         )
-        if training or y is None or self._compile_loss is None:
-            return total
-        student_loss = self._student_loss(y, y_pred, sample_weight)
-        for regularization in self.student.losses:
-            student_loss = student_loss + keras.ops.cast(
-                self._aggregate_additional_loss(regularization), "float32"
-            )
-        return student_loss
+        return total if own is None else own

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import BACKEND
 from conftest import make_classifier
 
 import kerasdistill as kd
@@ -147,7 +148,9 @@ def test_float16_cache_mixed_precision_student_and_xla(classification_data):
     student = make_classifier(4, name="student")
     keras.config.set_dtype_policy("float32")
     distiller = kd.Distiller(teacher, student, LOGITS_AND_HINT)
-    distiller.compile("adam", SPARSE_CE, jit_compile=True)
+    # XLA on TensorFlow and JAX; on PyTorch jit_compile means torch.compile,
+    # minutes to start on CPU.
+    distiller.compile("adam", SPARSE_CE, jit_compile=BACKEND != "torch")
     history = distiller.fit(cached, epochs=3, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
     assert history["loss"][-1] < history["loss"][0]
@@ -256,12 +259,15 @@ def test_evaluate_without_the_teacher(classification_data):
     cached = kd.cache_teacher_outputs(teacher, (x, y), batch_size=16)
     history = distiller.fit(cached, validation_data=(x, y), epochs=1, verbose=0).history
     assert "val_distillation_loss" not in history and "distillation_loss" in history
-    with pytest.raises(ValueError, match="has none"):
-        distiller.evaluate(x, verbose=0)
     with pytest.raises(TypeError, match="True or False"):
         distiller.evaluate_with_teacher = "no"
     distiller.evaluate_with_teacher = True
     assert "distillation_loss" in distiller.evaluate(x, y, verbose=0, return_dict=True)
+    distiller.evaluate_with_teacher = False
+    # Last: under JAX, an error raised while Keras traces the first step
+    # leaves the model's variables detached (Keras does not sync them back).
+    with pytest.raises(ValueError, match="has none"):
+        distiller.evaluate(x, verbose=0)
 
 
 def test_random_augmentation_is_warned_about():
@@ -276,7 +282,8 @@ def test_random_augmentation_is_warned_about():
     with pytest.warns(UserWarning, match="random operations"):
         cached = kd.cache_teacher_outputs(teacher, augmented)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no false alarm on a plain pipeline
+        # no false alarm on a plain pipeline (only ours: a UserWarning)
+        warnings.simplefilter("error", UserWarning)
         kd.cache_teacher_outputs(teacher, tf.data.Dataset.from_tensor_slices(images).batch(4))
     student = keras.Sequential(
         [keras.Input((4, 4, 1)), keras.layers.RandomFlip(name="flip"),
@@ -320,3 +327,59 @@ def test_a_cache_is_refused_by_a_distiller_with_several_teachers(classification_
     with pytest.raises(ValueError, match="with one teacher"):
         distiller.fit(cached, epochs=1, verbose=0)
     distiller.fit(x, y, epochs=1, verbose=0)  # on the inputs themselves
+
+
+class Batches(keras.utils.PyDataset):
+    """A PyDataset of (x, y) batches."""
+
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[rows], self.y[rows]
+
+
+def test_pydataset_and_backend_tensors_are_cached_like_arrays(classification_data):
+    """The documented inputs besides numpy arrays: a keras.utils.PyDataset
+    (its batches kept for the teacher) and tensors of the current backend;
+    anything else is refused with a TypeError naming what is accepted."""
+    x, y = classification_data
+    teacher, _ = counted_teacher()
+    expected = kd.cache_teacher_outputs(teacher, (x, y), batch_size=16, shuffle=False)
+    from_pydataset = kd.cache_teacher_outputs(
+        teacher, Batches(x, y, 16), batch_size=16, shuffle=False
+    )
+    from_tensors = kd.cache_teacher_outputs(
+        teacher, (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)),
+        batch_size=16, shuffle=False,
+    )
+    for cached in (from_pydataset, from_tensors):
+        for a, b in zip(expected, cached):
+            keras.tree.map_structure(
+                lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6), a, b
+            )
+    with pytest.raises(TypeError, match=r"keras.utils.PyDataset. Received an element of type generator"):
+        kd.cache_teacher_outputs(teacher, (row for row in x))
+    with pytest.raises(TypeError, match="of type str"):
+        kd.cache_teacher_outputs(teacher, ("inputs", y))
+    with pytest.raises(ValueError, match=r"same number of samples. Received arrays of lengths \[40, 64\]"):
+        kd.cache_teacher_outputs(teacher, (x, y[:40]))
+
+
+def test_augmentation_inside_a_nested_model_is_found():
+    """The student's random augmentation layers are searched in nested
+    models too (the warning of a cached fit names them)."""
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.RandomTranslation(0.1, 0.1, name="shift")],
+        name="inner",
+    )
+    outer = keras.Sequential([keras.Input((6,)), inner, keras.layers.Dense(3)])
+    nested = keras.Sequential([keras.Input((6,)), outer], name="student")
+    assert kd.cache._augmentation_layers(nested) == ["shift"]
+    plain = keras.Sequential([keras.Input((6,)), keras.layers.GaussianNoise(0.1)])
+    assert kd.cache._augmentation_layers(plain) == []

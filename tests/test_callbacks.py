@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import BACKEND  # noqa: E402
 
 import kerasdistill as kd  # noqa: E402
 from kerasdistill import callbacks  # noqa: E402
@@ -103,51 +104,164 @@ def test_epoch_schedules_assign_variables_and_log_to_history_and_csv(tmp_path):
     assert float(distiller.distillation_loss_weights[0].numpy()) == 1.0
 
 
-class CountingDistiller(kd.Distiller):
-    """Counts how many times its train_step is traced."""
+class CallCounter(keras.layers.Layer):
+    """Identity layer counting its traces (its Python calls: once per trace
+    of a compiled function, once per step when PyTorch runs eagerly)."""
 
-    traces = 0
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = 0
 
-    def train_step(self, data):
+    def call(self, x):
         self.traces += 1
-        return super().train_step(data)
+        return x
 
 
-class TraceRecorder(EpochLogs):
+def counted_student():
+    inputs = keras.Input((6,), name="student_input")
+    counted = CallCounter(name="student_counter")(inputs)
+    hidden = keras.layers.Dense(4, activation="relu", name="student_hidden")(counted)
+    outputs = keras.layers.Dense(3, name="student_logits")(hidden)
+    return keras.Model(inputs, outputs, name="student")
+
+
+class StepRecorder(EpochLogs):
+    """First in the callbacks list: records each execution's logs as the
+    train step made them (before a scheduler writes its value), with the
+    number of traces so far. It never reads `self.model`: under JAX that
+    property syncs the state, which would hide a scheduler that forgets to."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
-        self.batches[-1]["traces"] = self.model.traces
+        self.batches[-1].update(traces=self.counter.traces, batch=batch)
 
 
-def test_batch_schedule_acts_inside_xla_function_without_retracing():
-    """jit_compile=True, steps_per_execution=2, 8 batches per epoch: the
-    alpha and temperature that the compiled train function reads (and logs)
-    follow the schedules, which change them at every execution, and the
-    function is never traced again after its first execution."""
-    x, y = data(64)
+# PyTorch runs `steps_per_execution=1` only, and `jit_compile=True` there
+# means torch.compile (slow to start); the other two compile with XLA.
+COMPILED = (
+    {"jit_compile": False, "steps_per_execution": 1}
+    if BACKEND == "torch"
+    else {"jit_compile": True, "steps_per_execution": 2}
+)
+
+
+def group_losses(batches, steps_per_epoch):
+    """The loss of each execution, from the epoch's running means that
+    Keras logs per batch (equal batch sizes)."""
+    losses, previous_sum, previous_count = [], 0.0, 0
+    for logs in batches:
+        count = logs["batch"] + 1
+        if count <= previous_count:  # a new epoch: the means were reset
+            previous_sum, previous_count = 0.0, 0
+        total = logs["loss"] * count
+        losses.append((total - previous_sum) / (count - previous_count))
+        previous_sum, previous_count = total, count
+        if count == steps_per_epoch:
+            previous_sum, previous_count = 0.0, 0
+    return losses
+
+
+def test_per_batch_values_take_effect_at_their_batch_without_retracing():
+    """alpha, the temperature and a loss weight all change per batch (the
+    weight by a step function across the epoch boundary). With a learning
+    rate of 0 and the same batch every step, the loss of the execution
+    starting at step s must be alpha(s) * S + (1 - alpha(s)) * w(s) * D(T(s)):
+    the values assigned for that batch, not the previous ones (under JAX
+    the variables live in the jitted state, see callbacks.py). The train
+    function is traced once (TensorFlow, JAX)."""
+    rng = np.random.default_rng(0)
+    x8 = rng.normal(size=(8, 6)).astype("float32")
+    y8 = np.argmax(x8[:, :3], axis=1).astype("int32")
+    x, y = np.tile(x8, (8, 1)), np.tile(y8, 8)
+    steps_per_epoch, spe = 8, COMPILED["steps_per_execution"]
     alpha = schedules.Linear(0.9, 0.1, steps=15)
-    temperature = schedules.Piecewise([1], [4.0, 1.5])
-    distiller = make_distiller(
-        cls=CountingDistiller, jit_compile=True, steps_per_execution=2
+    weight = schedules.Piecewise([3, 11], [1.0, 0.0, 2.0])
+
+    def temperature(step):
+        return 1.0 + step
+
+    student = counted_student()
+    distiller = kd.Distiller(mlp(16, "teacher"), student, kd.LogitsDistillation(2.0))
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.0), loss=SPARSE_CE,
+        **COMPILED,
     )
-    recorder = TraceRecorder()  # first in the list: sees train_step's logs
+    recorder = StepRecorder(student.get_layer("student_counter"))
     distiller.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
         callbacks=[
             recorder,
             callbacks.AlphaScheduler(alpha, update_freq="batch"),
-            callbacks.TemperatureScheduler(temperature),
+            callbacks.TemperatureScheduler(temperature, update_freq="batch"),
+            callbacks.LossWeightScheduler(weight, update_freq="batch"),
         ],
     )
-    assert len(recorder.batches) == 8  # 16 steps, one callback per 2 steps
+    teacher_logits = distiller.teacher.predict(x8, verbose=0)
+    student_logits = distiller.student.predict(x8, verbose=0)
+    student_loss = float(SPARSE_CE(y8, student_logits))
+
+    def expected(step):
+        distillation = float(
+            kd.LogitsDistillation(temperature(step)).compute_loss(
+                teacher_logits, student_logits
+            )
+        )
+        a = alpha(step)
+        return a * student_loss + (1 - a) * weight(step) * distillation
+
+    starts = range(0, 2 * steps_per_epoch, spe)
+    assert len(recorder.batches) == len(starts)
+    np.testing.assert_allclose(
+        group_losses(recorder.batches, steps_per_epoch),
+        [expected(s) for s in starts], rtol=1e-4,
+    )
+    # the step logs the values it read (the Distiller's LatestValue metrics)
+    np.testing.assert_allclose(
+        [b["alpha"] for b in recorder.batches], [alpha(s) for s in starts], 1e-6
+    )
+    np.testing.assert_allclose(
+        [b["temperature"] for b in recorder.batches],
+        [temperature(s) for s in starts], 1e-6,
+    )
     assert recorder.batches[0]["traces"] >= 1
-    assert {batch["traces"] for batch in recorder.batches} == {
-        recorder.batches[0]["traces"]
-    }
+    if BACKEND != "torch":  # PyTorch runs the step eagerly: nothing is traced
+        assert {b["traces"] for b in recorder.batches} == {
+            recorder.batches[0]["traces"]
+        }
+    # after fit, the variables hold the last values (synced back under JAX)
+    last = 2 * steps_per_epoch - spe
+    assert float(distiller.student_loss_weight.numpy()) == pytest.approx(alpha(last))
+    assert float(
+        distiller.distillation_losses[0].temperature.numpy()
+    ) == pytest.approx(temperature(last))
+    assert float(distiller.distillation_loss_weights[0].numpy()) == weight(last)
+
+
+def test_batch_logs_follow_the_schedules_per_execution():
+    """steps_per_execution=2 (TensorFlow, JAX): Keras reports the last step
+    of each execution, the value was set at its first (once per
+    execution); a per-epoch schedule beside it."""
+    x, y = data(64)
+    alpha = schedules.Linear(0.9, 0.1, steps=15)
+    temperature = schedules.Piecewise([1], [4.0, 1.5])
+    distiller = make_distiller(**COMPILED)
+    recorder = EpochLogs()
+    distiller.fit(
+        x, y, batch_size=8, epochs=2, verbose=0,
+        callbacks=[
+            callbacks.AlphaScheduler(alpha, update_freq="batch"),
+            callbacks.TemperatureScheduler(temperature),
+            recorder,  # after the schedulers: sees the values they write
+        ],
+    )
+    spe = COMPILED["steps_per_execution"]
+    assert len(recorder.batches) == 16 // spe
     for i, batch in enumerate(recorder.batches):
-        # Keras reports the last step of each execution; the value was set
-        # at its first step (once per execution).
-        first_step = 2 * i
+        first_step = spe * i
         assert batch["alpha"] == pytest.approx(alpha(first_step), abs=1e-6)
         assert batch["temperature"] == pytest.approx(temperature(first_step // 8))
 

@@ -1,6 +1,13 @@
 """TFDS input: `kerasdistill.tfds_data`, the Distiller and feature taps on
 TFDS pipelines, and the TFDS example and demo end to end, all offline under
-`tfds.testing.mock_data` (random examples shaped like the real ones)."""
+`tfds.testing.mock_data` (random examples shaped like the real ones).
+
+TFDS and its pipelines are tf.data, which feeds `fit()` on every backend:
+the pipeline, fit and cache tests run under the current `KERAS_BACKEND`.
+The end-to-end demo and example runs (about 15-25 s each under JAX here)
+are TensorFlow-only to keep the JAX / PyTorch CI short; they pass under
+both too.
+"""
 
 import ast
 import runpy
@@ -172,6 +179,9 @@ def test_not_on_disk_stops_at_once_with_how_to_prepare(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded
 
 
+@pytest.mark.tensorflow_only(
+    reason="end-to-end demo / example run, kept to the TensorFlow CI for time"
+)
 def test_run_demo_on_a_data_set_prepared_on_disk(tmp_path):
     """No mock: a small data set that TFDS writes into `tmp_path` (DummyMnist
     generates its 20 + 20 examples locally) is read from there."""
@@ -217,6 +227,9 @@ def test_tensorflow_datasets_is_imported_only_when_used(monkeypatch):
         kd.tfds_data.load("mnist", "train")
 
 
+@pytest.mark.tensorflow_only(
+    reason="end-to-end demo / example run, kept to the TensorFlow CI for time"
+)
 @pytest.mark.parametrize("name", sorted(IMAGE_SHAPES))
 def test_demo_on_a_tfds_dataset_prints_the_table(name, mock_tfds, capsys, tmp_path):
     argv = ["demo", "--dataset", name, "--epochs", "1", "--verbose", "0",
@@ -236,6 +249,9 @@ def test_demo_on_a_tfds_dataset_prints_the_table(name, mock_tfds, capsys, tmp_pa
     assert student_params == model.count_params() < teacher_params
 
 
+@pytest.mark.tensorflow_only(
+    reason="end-to-end demo / example run, kept to the TensorFlow CI for time"
+)
 @pytest.mark.parametrize("name", [
     "cifar10", pytest.param("mnist", marks=pytest.mark.slow),  # runs twice
 ])
@@ -256,3 +272,22 @@ def test_tfds_example_runs(name, mock_tfds, tmp_path, capsys):
         assert "Loaded the teacher" in again
         assert [line for line in again.splitlines() if line.startswith("teacher")] == (
             table[:1])
+
+
+def test_a_tfds_failure_on_a_prepared_data_set_is_a_clear_error(tmp_path, monkeypatch):
+    """TFDS raises a bare AssertionError when it cannot read a split; on a
+    data set that is on disk, that is not "not prepared": a ValueError says
+    what was expected, what TFDS said and how to fix it."""
+    tfds.testing.DummyMnist(data_dir=str(tmp_path)).download_and_prepare()
+
+    def failing_load(*args, **kwargs):
+        raise AssertionError("could not read the shards")
+
+    monkeypatch.setattr(tfds, "load", failing_load)
+    with pytest.raises(ValueError, match=(
+        r"Expected tensorflow_datasets to read the prepared data set "
+        r"'dummy_mnist' .* split='train'\. Received this failure from TFDS "
+        r"instead: could not read the shards\. .*tfds build dummy_mnist "
+        rf"--data_dir {tmp_path} --overwrite"
+    )):
+        kd.tfds_data.load("dummy_mnist", "train", data_dir=str(tmp_path))

@@ -14,10 +14,18 @@ other jobs on a shared machine disturb less.
 Peak memory is the peak resident set size of a fresh process that trains
 for two epochs (one process per configuration).
 
-    python benchmarks/speed.py            # 1-2 minutes on 2 CPU cores
+The backend table runs the same distillation jobs (logits; logits + a tap)
+under each Keras backend, one fresh process per backend, in rounds as
+above: ours / `keras.distillation` is a ratio within each backend's run, and
+each backend's epoch time relative to TensorFlow's compares the medians of
+the runs.
+
+    python benchmarks/speed.py            # 4-6 minutes on 2 CPU cores
+    python benchmarks/speed.py --backends jax,torch --skip-main
 """
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -232,6 +240,65 @@ RATIOS = [
 ]
 
 
+BACKEND_JOBS = (
+    "student only",
+    "ours, logits",
+    "keras.distillation, logits",
+    "ours, logits + feature",
+    "keras.distillation, logits + feature",
+)
+
+
+def backend_probe(rounds):
+    """Times the backend jobs under this process's backend; prints JSON."""
+    x, y = make_data()
+    teacher, student = make_models()
+    built = distillers(teacher, student)
+    baseline = keras.models.clone_model(student)
+    baseline.compile(keras.optimizers.Adam(1e-3), SPARSE_CE)
+    models = {"student only": baseline, **built}
+    times = {name: [] for name in BACKEND_JOBS}
+    for _ in range(rounds):
+        for name in BACKEND_JOBS:
+            times[name].append(time_epoch(models[name], x, y, batch_size=BATCH_SIZE))
+    print(json.dumps({name: values[1:] for name, values in times.items()},
+                     default=lambda a: a.tolist()))
+
+
+def backend_times(backend, rounds):
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    output = subprocess.run(
+        [sys.executable, __file__, "--backend-probe", "--rounds", str(rounds)],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout
+    return {name: np.array(values) for name, values in
+            json.loads(output.strip().splitlines()[-1]).items()}
+
+
+def backend_report(per_backend):
+    reference = per_backend.get("tensorflow")
+    lines = [
+        "",
+        "by backend (one fresh process each)     epoch wall (s)   ours / keras.distillation   "
+        "epoch / TensorFlow's",
+        f"{'backend, job':<40} {'median':>7}   {'wall':>6} {'CPU':>6}   {'':>10}",
+    ]
+    for backend, times in per_backend.items():
+        for job in ("ours, logits", "ours, logits + feature", "student only"):
+            wall = np.median(times[job][:, 0])
+            theirs = job.replace("ours", "keras.distillation")
+            ratio = "" if theirs == job else "{:>6.3f} {:>6.3f}".format(
+                *ratios(times, job, theirs)
+            )
+            relative = (
+                wall / np.median(reference[job][:, 0]) if reference is not None else np.nan
+            )
+            lines.append(
+                f"{backend + ', ' + job:<40} {wall:>7.3f}   {ratio:>13}   {relative:>10.3f}"
+            )
+    return "\n".join(lines)
+
+
 def report(results, memory):
     times = results["times"]
     lines = [
@@ -276,18 +343,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8,
                         help="rounds of one epoch per configuration (first is warm-up)")
+    parser.add_argument("--backends", default="tensorflow,jax,torch",
+                        help="comma-separated Keras backends for the backend table")
+    parser.add_argument("--skip-main", action="store_true",
+                        help="print only the backend table")
     parser.add_argument("--memory-probe", choices=["student", "distillation", "cached"],
                         help=argparse.SUPPRESS)
+    parser.add_argument("--backend-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
         return
-    memory = {
-        "student only": peak_rss_mb("student"),
-        "distillation": peak_rss_mb("distillation"),
-        "distillation, cached teacher": peak_rss_mb("cached"),
+    if args.backend_probe:
+        backend_probe(args.rounds)
+        return
+    if not args.skip_main:
+        memory = {
+            "student only": peak_rss_mb("student"),
+            "distillation": peak_rss_mb("distillation"),
+            "distillation, cached teacher": peak_rss_mb("cached"),
+        }
+        print(report(measure_speed(args.rounds), memory), flush=True)
+    per_backend = {
+        backend: backend_times(backend, args.rounds)
+        for backend in args.backends.split(",") if backend
     }
-    print(report(measure_speed(args.rounds), memory))
+    print(backend_report(per_backend))
 
 
 if __name__ == "__main__":

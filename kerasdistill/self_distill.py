@@ -346,6 +346,9 @@ class SelfDistiller(distiller_module.Distiller):
             else list(callbacks or [])
         )
         self._check_no_alpha_scheduler(listed)
+        if getattr(self, "_count_ema_updates_from_optimizer", False):
+            self._ema_updates.assign(float(_training.read(self.optimizer.iterations)))
+            self._count_ema_updates_from_optimizer = False
         schedule = _TeacherSchedule()
         if isinstance(callbacks, keras.callbacks.CallbackList):
             callbacks.append(schedule)
@@ -355,6 +358,22 @@ class SelfDistiller(distiller_module.Distiller):
             x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
             callbacks=callbacks, **kwargs,
         )
+
+    def load_own_variables(self, store):
+        """Loads this model's own variables; a file of kerasdistill 0.1.0
+        has no `ema_updates` (it counted the optimizer's iterations), which
+        is then read from the loaded optimizer when `fit()` starts."""
+        own = [
+            v for v in (self._student_loss_weight, *self._distillation_loss_weights,
+                        self._ema_decay, self._ema_updates, self._teacher_ready)
+            if v is not None
+        ]
+        if self._ema_updates is None or len(store.keys()) != len(own) - 1:
+            return super().load_own_variables(store)
+        older = [v for v in own if v is not self._ema_updates]
+        for index, variable in enumerate(older):
+            variable.assign(store[str(index)])
+        self._count_ema_updates_from_optimizer = True
 
     def _check_no_alpha_scheduler(self, callbacks):
         if self.progressive_alpha is None:

@@ -1,4 +1,14 @@
-"""Shared fixtures: tiny data and tiny functional models, fixed seeds."""
+"""Shared fixtures: tiny data and tiny functional models, fixed seeds.
+
+Backends. The suite runs under the backend that `KERAS_BACKEND` names
+(TensorFlow when unset): CI runs the full suite on TensorFlow and the core
+suite (the file list in `.ci/run`) on JAX and PyTorch. A test that needs
+TensorFlow by nature (`tf.distribute`, TFDS, tf.data caches, SavedModel /
+TFLite internals) is marked `@pytest.mark.tensorflow_only`, or its whole
+module is named in `TENSORFLOW_ONLY_MODULES`; on another backend it is
+skipped with the reason. `BACKEND` holds the backend's name, and the report
+header says which keras and backend a run used.
+"""
 
 import os
 
@@ -8,6 +18,61 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+# Test modules that are TensorFlow-only as a whole (file name: why): on another
+# backend every test in them is skipped, as if each were marked
+# `tensorflow_only`. (TFDS and tf.data pipelines feed `fit()` on every
+# backend, so their modules mark single tests instead.)
+TENSORFLOW_ONLY_MODULES = {
+    "test_distribute.py": "tf.distribute strategies",
+}
+
+
+def _versions():
+    versions = [f"keras {keras.__version__} ({os.path.dirname(keras.__file__)})"]
+    if BACKEND in ("tensorflow", "jax", "torch"):
+        versions.append(f"{BACKEND} {__import__(BACKEND).__version__}")
+    return f"kerasdistill tests: KERAS_BACKEND={BACKEND}; " + ", ".join(versions)
+
+
+def pytest_report_header(config):
+    return _versions()
+
+
+def pytest_sessionstart(session):
+    # `-q` hides the report header; CI's logs still say what each run used.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.option.verbose < 0:
+        reporter.write_line(_versions())
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if BACKEND == "numpy" and item.get_closest_marker(
+            "requires_trainable_backend"
+        ):
+            item.add_marker(
+                pytest.mark.skip(reason="the numpy backend cannot train")
+            )
+        if BACKEND == "tensorflow":
+            continue
+        module = os.path.basename(str(item.fspath))
+        if module in TENSORFLOW_ONLY_MODULES:
+            why = TENSORFLOW_ONLY_MODULES[module]
+        elif item.get_closest_marker("tensorflow_only"):
+            marker = item.get_closest_marker("tensorflow_only")
+            why = marker.kwargs.get("reason") or (
+                marker.args[0] if marker.args else "TensorFlow by nature"
+            )
+        else:
+            continue
+        item.add_marker(
+            pytest.mark.skip(
+                reason=f"tensorflow_only ({why}); KERAS_BACKEND={BACKEND}"
+            )
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +103,48 @@ def make_regressor(width, outputs=1, features=6, name="model"):
     return keras.Model(
         inputs, keras.layers.Dense(outputs, name=f"{name}_out")(hidden), name=name
     )
+
+
+def as_numpy(x):
+    """A tensor of any backend as a numpy array (a PyTorch tensor that
+    requires grad too)."""
+    return keras.ops.convert_to_numpy(keras.ops.stop_gradient(x))
+
+
+def value_and_gradients(fn, *args):
+    """`fn(*args)` and its gradients with respect to each of `args`, as numpy.
+
+    The backend-neutral replacement for a `tf.GradientTape` in a test: `fn`
+    takes tensors and returns a scalar tensor; `args` are arrays.
+
+    Returns:
+        `(value, [gradient of each arg])`, numpy values.
+    """
+    args = [np.asarray(a, dtype="float32") for a in args]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            for t in tensors:
+                tape.watch(t)
+            value = fn(*tensors)
+        gradients = tape.gradient(value, tensors)
+    elif BACKEND == "jax":
+        import jax
+
+        value, gradients = jax.value_and_grad(
+            lambda xs: fn(*xs)
+        )([jax.numpy.asarray(a) for a in args])
+    elif BACKEND == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        value = fn(*tensors)
+        gradients = torch.autograd.grad(value, tensors, allow_unused=True)
+    else:
+        raise NotImplementedError(f"No gradients on the {BACKEND} backend.")
+    return as_numpy(value), [None if g is None else as_numpy(g) for g in gradients]
 
 
 @pytest.fixture

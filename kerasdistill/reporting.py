@@ -247,7 +247,7 @@ def _as_batches(data, batch_size, model):
             f"Received: {x_count} inputs and {y_count} labels."
         )
     return [
-        tree.map_structure(lambda array: array[start : start + batch_size], (x, y))
+        tree.map_structure(lambda array, start=start: array[start : start + batch_size], (x, y))
         for start in range(0, y_count, batch_size)
     ]
 

@@ -83,6 +83,20 @@ def _seed_and_float32_policy():
     keras.config.set_dtype_policy("float32")
 
 
+class CallCounter(keras.layers.Layer):
+    """Identity layer counting its executions, in a compiled step too."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="calls"
+        )
+
+    def call(self, x):
+        self.calls.assign_add(1.0)
+        return x
+
+
 def make_classifier(width, classes=3, features=6, name="model", activation=None):
     """A two-layer MLP: `{name}_hidden` (width) then `{name}_logits`."""
     inputs = keras.Input((features,), name=f"{name}_input")

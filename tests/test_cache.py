@@ -11,25 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import BACKEND
+from conftest import CallCounter
 from conftest import make_classifier
 
 import kerasdistill as kd
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-class CallCounter(keras.layers.Layer):
-    """Identity layer counting its executions, in graph functions too."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="calls"
-        )
-
-    def call(self, x):
-        self.calls.assign_add(1.0)
-        return x
 
 
 def counted_teacher(width=16, name="teacher"):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import CallCounter
 from conftest import as_numpy
 from conftest import make_classifier
 from conftest import value_and_gradients
@@ -46,20 +47,6 @@ def gradients(fn, variables):
             return fn()
 
     return value_and_gradients(with_values, *[as_numpy(v) for v in variables])[1]
-
-
-class CallCounter(keras.layers.Layer):
-    """Identity layer counting its executions (in a compiled step too)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="calls"
-        )
-
-    def call(self, x):
-        self.calls.assign_add(1.0)
-        return x
 
 
 def deep_classifier(counter=None):

@@ -5,8 +5,8 @@ and bad input."""
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
 import tensorflow as tf
+from conftest import BACKEND
 from test_distiller import SPARSE_CE
 from test_distiller import CallCounter
 

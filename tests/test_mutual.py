@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import CallCounter
 from conftest import as_numpy
 from conftest import make_classifier
 from conftest import make_regressor
@@ -85,20 +86,6 @@ def test_each_model_follows_the_gradient_of_its_own_loss(classification_data):
         weights = model.trainable_weights
         for weight, expected in zip(weights, gradients(lambda k=k: own_loss(k), weights)):
             np.testing.assert_allclose(by_weight[id(weight)], expected, rtol=1e-4, atol=1e-7)
-
-
-class CallCounter(keras.layers.Layer):
-    """Identity layer counting its executions (in a compiled step too)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="calls"
-        )
-
-    def call(self, x):
-        self.calls.assign_add(1.0)
-        return x
 
 
 def counted_peer(width, name):

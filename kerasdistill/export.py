@@ -95,8 +95,8 @@ class ExportReport:
             "" if self.top1_agreement is None
             else f", top-1 agreement {self.top1_agreement:.1%}"
         )
-        origin = (
-            "" if self.backend is None
+        origin = (  # said when the student was not exported in-process by TF
+            "" if self.backend in (None, "tensorflow")
             else f" (from the {self.backend} student, via {self.route})"
         )
         return (

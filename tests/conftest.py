@@ -125,6 +125,12 @@ def as_numpy(x):
     return keras.ops.convert_to_numpy(keras.ops.stop_gradient(x))
 
 
+def float_logs(logs):
+    """`evaluate(..., return_dict=True)` as floats (Keras < 3.15 returns
+    tensors, which `pytest.approx` cannot compare)."""
+    return {key: float(as_numpy(value)) for key, value in logs.items()}
+
+
 def value_and_gradients(fn, *args):
     """`fn(*args)` and its gradients with respect to each of `args`, as numpy.
 

@@ -167,6 +167,18 @@ def value_and_gradients(fn, *args):
     return as_numpy(value), [None if g is None else as_numpy(g) for g in gradients]
 
 
+def gradients(fn, variables):
+    """The gradients of `fn()` with respect to `variables` (numpy), on any
+    backend: the variables read the differentiated arguments inside a
+    `keras.StatelessScope` (whose updates are dropped)."""
+
+    def with_values(*values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn()
+
+    return value_and_gradients(with_values, *[as_numpy(v) for v in variables])[1]
+
+
 @pytest.fixture
 def classification_data():
     rng = np.random.default_rng(0)

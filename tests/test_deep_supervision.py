@@ -10,8 +10,8 @@ import pytest
 from conftest import BACKEND
 from conftest import CallCounter
 from conftest import as_numpy
+from conftest import gradients
 from conftest import make_classifier
-from conftest import value_and_gradients
 
 import kerasdistill as kd
 
@@ -35,18 +35,6 @@ def np_cross_entropy(y, logits):
 def np_kl(teacher, student, temperature):
     p_t, p_s = np_softmax(teacher / temperature), np_softmax(student / temperature)
     return (p_t * (np.log(p_t) - np.log(p_s))).sum(-1) * temperature**2
-
-
-def gradients(fn, variables):
-    """The gradients of `fn()` with respect to `variables` (numpy), on any
-    backend: the variables read the differentiated arguments inside a
-    `keras.StatelessScope` (whose updates are dropped)."""
-
-    def with_values(*values):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return fn()
-
-    return value_and_gradients(with_values, *[as_numpy(v) for v in variables])[1]
 
 
 def deep_classifier(counter=None):

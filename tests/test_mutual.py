@@ -9,9 +9,9 @@ import pytest
 from conftest import BACKEND
 from conftest import CallCounter
 from conftest import as_numpy
+from conftest import gradients
 from conftest import make_classifier
 from conftest import make_regressor
-from conftest import value_and_gradients
 
 import kerasdistill as kd
 
@@ -19,18 +19,6 @@ SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 # Eager steps are the fast path for tiny models on TensorFlow and PyTorch;
 # JAX is faster compiled.
 EAGER = BACKEND != "jax"
-
-
-def gradients(fn, variables):
-    """The gradients of `fn()` with respect to `variables` (numpy), on any
-    backend: the variables read the differentiated arguments inside a
-    `keras.StatelessScope` (whose updates are dropped)."""
-
-    def with_values(*values):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return fn()
-
-    return value_and_gradients(with_values, *[as_numpy(v) for v in variables])[1]
 
 
 def np_softmax(z):

@@ -1,5 +1,10 @@
 """kerasdistill: knowledge distillation for Keras 3.
 
+The package is grouped by concern: the core (`distiller`, `taps`,
+`teachers`) at the top, then `losses`, `schedules`, `self_distillation`,
+`data` and `deploy`. Everything a user needs is also here, flat:
+`kerasdistill.X`.
+
 Example:
 
 ```python
@@ -12,36 +17,56 @@ distiller.fit(x, y, epochs=10)
 """
 
 import importlib.util
+import sys
 
-from kerasdistill import cache
-from kerasdistill import callbacks
-from kerasdistill import feature_losses
-from kerasdistill import logit_losses
+from kerasdistill import data
+from kerasdistill import deploy
 from kerasdistill import losses
-from kerasdistill import recipes
 from kerasdistill import schedules
-from kerasdistill import tfds_data
-from kerasdistill import trial  # noqa: F401 (registers TrialDistiller for loading)
-from kerasdistill.born_again import BornAgainResult
-from kerasdistill.born_again import born_again
-from kerasdistill.cache import cache_teacher_outputs
-from kerasdistill.deep_supervision import DeepSupervision
+from kerasdistill import self_distillation
+from kerasdistill.data import cache
+from kerasdistill.data import tfds as tfds_data
+from kerasdistill.data.cache import cache_teacher_outputs
+from kerasdistill.deploy.export import ExportReport
+from kerasdistill.deploy.export import export_student
+from kerasdistill.deploy.reporting import format_report
+from kerasdistill.deploy.reporting import report
 from kerasdistill.distiller import Distiller
-from kerasdistill.export import ExportReport
-from kerasdistill.export import export_student
-from kerasdistill.features import FeatureDistillation
-from kerasdistill.logit_losses import DIST
-from kerasdistill.logit_losses import DKD
+from kerasdistill.losses import DIST
+from kerasdistill.losses import DKD
+from kerasdistill.losses import DifficultyWeighted
 from kerasdistill.losses import DistillationLoss
+from kerasdistill.losses import FeatureDistillation
 from kerasdistill.losses import LogitsDistillation
 from kerasdistill.losses import RegressionDistillation
-from kerasdistill.mutual import MutualLearning
-from kerasdistill.reporting import format_report
-from kerasdistill.reporting import report
-from kerasdistill.self_distill import SelfDistiller
-from kerasdistill.weighting import DifficultyWeighted
+from kerasdistill.schedules import callbacks
+from kerasdistill.schedules import recipes
+from kerasdistill.self_distillation import BornAgainResult
+from kerasdistill.self_distillation import DeepSupervision
+from kerasdistill.self_distillation import MutualLearning
+from kerasdistill.self_distillation import SelfDistiller
+from kerasdistill.self_distillation import born_again
 
 __version__ = "0.1.0"
+
+# The module paths of v0.1.0, kept: `kerasdistill.callbacks`,
+# `kerasdistill.recipes`, `kerasdistill.tfds_data`, `kerasdistill.cache`
+# and the function modules `feature_losses` / `logit_losses` (now all in
+# `kerasdistill.losses`). Registered in `sys.modules`, so
+# `from kerasdistill.callbacks import AlphaScheduler` works as before.
+feature_losses = losses.feature_functions
+logit_losses = losses
+_MOVED_MODULES = {
+    "cache": cache,
+    "callbacks": callbacks,
+    "feature_losses": feature_losses,
+    "logit_losses": logit_losses,
+    "recipes": recipes,
+    "tfds_data": tfds_data,
+}
+for _name, _module in _MOVED_MODULES.items():
+    sys.modules[f"{__name__}.{_name}"] = _module
+del _name, _module
 
 __all__ = [
     "BornAgainResult",
@@ -61,6 +86,8 @@ __all__ = [
     "cache",
     "cache_teacher_outputs",
     "callbacks",
+    "data",
+    "deploy",
     "export_student",
     "feature_losses",
     "format_report",
@@ -69,6 +96,7 @@ __all__ = [
     "recipes",
     "report",
     "schedules",
+    "self_distillation",
     "tfds_data",
 ]
 if importlib.util.find_spec("keras_tuner") is not None:
@@ -78,7 +106,7 @@ if importlib.util.find_spec("keras_tuner") is not None:
 def __getattr__(name):
     """Imports `DistillerHyperModel` (and KerasTuner) on first use."""
     if name == "DistillerHyperModel":
-        from kerasdistill.tuner import DistillerHyperModel
+        from kerasdistill.deploy.tuner import DistillerHyperModel
 
         return DistillerHyperModel
     raise AttributeError(f"module 'kerasdistill' has no attribute '{name}'")

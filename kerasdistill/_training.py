@@ -8,9 +8,9 @@ from keras import ops
 from keras import tree
 
 from kerasdistill import checks
-from kerasdistill import compat
-from kerasdistill import losses
 from kerasdistill import reduction
+from kerasdistill.losses import base
+from kerasdistill.losses import keras_compat
 
 
 def require_labels(y, what):
@@ -23,7 +23,7 @@ def require_labels(y, what):
 
 def output_distillation_loss(loss, what):
     """A distillation loss that compares final outputs (no layer taps)."""
-    loss = compat.as_distillation_loss(loss)
+    loss = keras_compat.as_distillation_loss(loss)
     for role in ("teacher", "student"):
         layer_name = getattr(loss, f"{role}_layer_name", None)
         if layer_name is not None:
@@ -43,7 +43,7 @@ def distillation_value(loss, teacher, student, y, sample_weight, training=None):
     teacher = tree.map_structure(ops.stop_gradient, teacher)
     if hasattr(loss, "validate_outputs"):
         loss.validate_outputs(teacher, student)
-    if isinstance(loss, losses.DistillationLoss):
+    if isinstance(loss, base.DistillationLoss):
         return loss.compute_loss(
             teacher, student, sample_weight=sample_weight, y_true=y,
             training=training,

@@ -87,7 +87,7 @@ def main(argv=None):
 def _tfds_data(args):
     """The demo's arrays from a TFDS data set; exits with the reason when
     it cannot be loaded (not on disk, unknown name, no tensorflow-datasets)."""
-    from kerasdistill import tfds_data
+    from kerasdistill.data import tfds as tfds_data
 
     try:
         return tfds_data.labeled_split(

@@ -16,13 +16,13 @@ from keras import tree
 
 from kerasdistill import _keras_internals
 from kerasdistill import _training
-from kerasdistill import cache
 from kerasdistill import checks
-from kerasdistill import compat
 from kerasdistill import distribute
-from kerasdistill import ensemble
 from kerasdistill import reduction
 from kerasdistill import taps
+from kerasdistill import teachers as teachers_module
+from kerasdistill.data import cache
+from kerasdistill.losses import keras_compat
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
@@ -102,7 +102,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        teachers, teacher_weights = ensemble.check_teachers(
+        teachers, teacher_weights = teachers_module.check_teachers(
             teacher, teacher_weights, teacher_combination
         )
         checks.check_model(student, "student")
@@ -133,7 +133,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         for model in teachers:
             model.trainable = False
         self.distillation_losses = [
-            compat.as_distillation_loss(loss) for loss in distillation_losses
+            keras_compat.as_distillation_loss(loss) for loss in distillation_losses
         ]
         for loss in self.distillation_losses:
             for model in teachers:
@@ -145,7 +145,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
             for i, weight in enumerate(distillation_loss_weights)
         ]
         self._networks = {
-            "teacher": ensemble.teacher_network(
+            "teacher": teachers_module.teacher_network(
                 teachers, _layer_names(self.distillation_losses, "teacher"),
                 teacher_weights, teacher_combination,
             ),
@@ -480,7 +480,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         self, teacher_taps, student_taps, y, sample_weight, training
     ):
         total = ops.zeros((), dtype="float32")
-        parts = ensemble.weighted_parts(self._networks["teacher"], teacher_taps)
+        parts = teachers_module.weighted_parts(self._networks["teacher"], teacher_taps)
         for loss, weight in zip(
             self.distillation_losses, self._distillation_loss_weights
         ):

@@ -15,6 +15,7 @@ from conftest import CallCounter
 from conftest import make_classifier
 
 import kerasdistill as kd
+from kerasdistill.data import randomness
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -367,6 +368,6 @@ def test_augmentation_inside_a_nested_model_is_found():
     )
     outer = keras.Sequential([keras.Input((6,)), inner, keras.layers.Dense(3)])
     nested = keras.Sequential([keras.Input((6,)), outer], name="student")
-    assert kd.cache._augmentation_layers(nested) == ["shift"]
+    assert randomness.augmentation_layers(nested) == ["shift"]
     plain = keras.Sequential([keras.Input((6,)), keras.layers.GaussianNoise(0.1)])
-    assert kd.cache._augmentation_layers(plain) == []
+    assert randomness.augmentation_layers(plain) == []

@@ -13,8 +13,8 @@ import pytest  # noqa: E402
 from conftest import BACKEND  # noqa: E402
 
 import kerasdistill as kd  # noqa: E402
-from kerasdistill import callbacks  # noqa: E402
-from kerasdistill import schedules  # noqa: E402
+from kerasdistill.schedules import callbacks  # noqa: E402
+from kerasdistill.schedules import curves as schedules  # noqa: E402
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

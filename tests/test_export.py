@@ -10,6 +10,7 @@ whatever the backend, and are tested under TensorFlow only, where each
 export costs no subprocess."""
 
 import ast
+import importlib.util
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,7 +27,9 @@ Interpreter = pytest.importorskip(  # The `export` extra.
 ).Interpreter
 
 import kerasdistill as kd  # noqa: E402
-from kerasdistill import export as export_module  # noqa: E402
+from kerasdistill.deploy import export as export_module  # noqa: E402
+from kerasdistill.deploy import export_worker  # noqa: E402
+from kerasdistill.deploy import tf_files  # noqa: E402
 
 FEATURES, CLASSES = 6, 3
 BACKEND = keras.backend.backend()
@@ -557,7 +560,7 @@ def test_the_export_subprocess_is_reused_and_replaced(student, tmp_path, monkeyp
     """One TensorFlow subprocess serves the exports of a session; one that
     died is reported with its log and replaced by the next export; one
     that imported a module since changed on disk is replaced too."""
-    worker = export_module._WORKER
+    worker = export_worker._WORKER
     kd.export_student(student, tmp_path / "a.tflite", format="tflite")
     first = worker._process
     kd.export_student(student, tmp_path / "b.tflite", format="tflite")
@@ -593,17 +596,18 @@ def test_jax2tf_route(student, data, tmp_path):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="Keras' torch export")
 def test_torch_backend_route_needs_torch_xla(student, tmp_path):
-    if export_module.importlib.util.find_spec("torch_xla") is not None:
+    if importlib.util.find_spec("torch_xla") is not None:
         pytest.skip("torch_xla is installed")
     with pytest.raises(ImportError, match="torch_xla.*via='tensorflow'"):
         kd.export_student(student, tmp_path / "sm", via="backend")
     assert not os.listdir(tmp_path)
 
 
-def test_export_module_does_not_import_tensorflow_at_import_time():
+@pytest.mark.parametrize("module", [export_module, export_worker, tf_files])
+def test_export_modules_do_not_import_tensorflow_at_import_time(module):
     """TensorFlow is imported when an export runs (under JAX and PyTorch, in
     the subprocess), never when kerasdistill is imported."""
-    with open(export_module.__file__, encoding="utf-8") as file:
+    with open(module.__file__, encoding="utf-8") as file:
         body = ast.parse(file.read()).body
     names = [
         alias.name for node in body if isinstance(node, ast.Import)

@@ -9,7 +9,7 @@ import pytest
 from conftest import value_and_gradients
 
 import kerasdistill as kd
-from kerasdistill import feature_losses as fl
+from kerasdistill.losses import feature_functions as fl
 
 RNG = np.random.default_rng(7)
 MAPS_T = RNG.normal(size=(5, 3, 4, 6)).astype("float32")  # (b, h, w, c)

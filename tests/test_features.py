@@ -12,7 +12,7 @@ from test_distiller import SPARSE_CE
 from test_distiller import CallCounter
 
 import kerasdistill as kd
-from kerasdistill import adapters
+from kerasdistill.losses import adapters
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 8, 8, 1)).astype("float32")

@@ -6,7 +6,6 @@ import pytest
 from conftest import make_classifier
 
 import kerasdistill as kd
-from kerasdistill import logit_losses
 
 RNG = np.random.default_rng(3)
 TEACHER = (RNG.normal(size=(6, 5)) * 3).astype("float32")
@@ -38,7 +37,7 @@ def np_dkd(t, s, labels, alpha, beta, temperature):
 @pytest.mark.parametrize("alpha, beta, temperature", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0)])
 def test_dkd_matches_zhao_et_al(alpha, beta, temperature):
     expected = np_dkd(TEACHER, STUDENT, LABELS, alpha, beta, temperature)
-    got = logit_losses.decoupled_kd(TEACHER, STUDENT, LABELS, alpha, beta, temperature)
+    got = kd.losses.decoupled_kd(TEACHER, STUDENT, LABELS, alpha, beta, temperature)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, rtol=1e-4)
     loss = kd.DKD(alpha=alpha, beta=beta, temperature=temperature)
     np.testing.assert_allclose(
@@ -82,7 +81,7 @@ def test_dist_matches_huang_et_al(beta, gamma, temperature):
 
 
 def test_dist_inter_class_term_is_per_sample():
-    values = keras.ops.convert_to_numpy(logit_losses.dist(TEACHER, STUDENT, 1.0, 0.0, 1.0))
+    values = keras.ops.convert_to_numpy(kd.losses.dist(TEACHER, STUDENT, 1.0, 0.0, 1.0))
     y_t, y_s = softmax(TEACHER), softmax(STUDENT)
     np.testing.assert_allclose(values, [1 - pearson(y_s[i], y_t[i]) for i in range(6)],
                                rtol=1e-4)

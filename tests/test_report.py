@@ -17,8 +17,8 @@ from sklearn.metrics import mean_absolute_error
 from sklearn.metrics import mean_squared_error
 
 import kerasdistill as kd
-from kerasdistill import plots
-from kerasdistill import reporting as report_module
+from kerasdistill.deploy import plots
+from kerasdistill.deploy import reporting as report_module
 
 EPOCHS = 4
 

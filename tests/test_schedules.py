@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kerasdistill as kd
-from kerasdistill import schedules
+from kerasdistill.schedules import curves as schedules
 
 STEPS = np.arange(0, 30)
 

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kerasdistill as kd  # noqa: E402
-from kerasdistill.trial import TrialDistiller  # noqa: E402
+from kerasdistill.deploy.trial import TrialDistiller  # noqa: E402
 
 kt = pytest.importorskip("keras_tuner")  # The `tuner` extra.
 
@@ -366,7 +366,7 @@ def test_bad_models_and_losses(teacher):
 
 def test_import_without_keras_tuner(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras_tuner", None)  # Not installed.
-    monkeypatch.delitem(sys.modules, "kerasdistill.tuner")
+    monkeypatch.delitem(sys.modules, "kerasdistill.deploy.tuner")
     try:
         importlib.reload(kd)  # `import kerasdistill` must not need it.
         assert "DistillerHyperModel" not in kd.__all__
@@ -377,4 +377,4 @@ def test_import_without_keras_tuner(monkeypatch):
         monkeypatch.undo()
         importlib.reload(kd)
     assert "DistillerHyperModel" in kd.__all__
-    assert kd.DistillerHyperModel is kd.tuner.DistillerHyperModel
+    assert kd.DistillerHyperModel is kd.deploy.tuner.DistillerHyperModel

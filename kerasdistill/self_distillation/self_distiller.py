@@ -10,15 +10,14 @@ are zero (the model learns nothing from it).
 import copy
 
 import keras
-import numpy as np
 from keras import ops
 
 from kerasdistill import _training
-from kerasdistill import cache
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
 from kerasdistill import distribute
-from kerasdistill import losses as losses_module
+from kerasdistill.data import cache
+from kerasdistill.self_distillation import loss_choice
 
 _TEACHERS = ("snapshot", "ema")
 
@@ -301,19 +300,19 @@ class SelfDistiller(distiller_module.Distiller):
             # loss's temperature variable (as Distiller.compile does).
             with distribute.scope(distribute.strategy_of(self)):
                 self._set_chosen_loss(
-                    _distillation_loss_for(loss, self.progressive_alpha is not None)
+                    loss_choice.distillation_loss_for(loss, self.progressive_alpha is not None)
                 )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def _set_chosen_loss(self, chosen):
         if self.distillation_losses:
             current = self.distillation_losses[0]
-            if _description(current) != _description(chosen):
+            if loss_choice.description(current) != loss_choice.description(chosen):
                 raise ValueError(
                     "Expected compile() to be given a loss of the kind this "
                     "SelfDistiller chose its distillation loss from before: "
-                    f"{_description(current)}. Received a loss that gives "
-                    f"{_description(chosen)}. Build a new SelfDistiller, or "
+                    f"{loss_choice.description(current)}. Received a loss that gives "
+                    f"{loss_choice.description(chosen)}. Build a new SelfDistiller, or "
                     "pass distillation_losses to the constructor."
                 )
             return
@@ -378,7 +377,7 @@ class SelfDistiller(distiller_module.Distiller):
     def _check_no_alpha_scheduler(self, callbacks):
         if self.progressive_alpha is None:
             return  # the user's AlphaScheduler alone sets alpha
-        from kerasdistill import callbacks as callbacks_module
+        from kerasdistill.schedules import callbacks as callbacks_module
 
         schedulers = [
             type(c).__name__ for c in callbacks
@@ -495,89 +494,6 @@ class _TeacherSchedule(keras.callbacks.Callback):
             (epoch + 1) % distiller.snapshot_interval == 0
         ):
             distiller.refresh_teacher()
-
-
-_CROSS_ENTROPIES = (
-    keras.losses.SparseCategoricalCrossentropy,
-    keras.losses.CategoricalCrossentropy,
-)
-_CROSS_ENTROPY_FUNCTIONS = (
-    keras.losses.sparse_categorical_crossentropy,
-    keras.losses.categorical_crossentropy,
-)
-_REGRESSION = (
-    (keras.losses.MeanSquaredError, keras.losses.mean_squared_error, "mse"),
-    (keras.losses.MeanAbsoluteError, keras.losses.mean_absolute_error, "mae"),
-)
-
-
-def _distillation_loss_for(loss, progressive):
-    """The distillation loss that `SelfDistiller(model)` (no
-    `distillation_losses`) uses with the compiled `loss`."""
-    fix = (
-        "Pass distillation_losses to SelfDistiller, e.g. "
-        "kerasdistill.LogitsDistillation(temperature=1.0) for classification "
-        'or kerasdistill.RegressionDistillation("mse") for regression.'
-    )
-    if loss is None:
-        raise ValueError(
-            "Expected compile() to be given the model's loss: a SelfDistiller "
-            "built without distillation_losses chooses its distillation loss "
-            f"from it. Received: loss=None. Pass e.g. loss=\"mse\" or "
-            "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
-            f", or: {fix}"
-        )
-    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if isinstance(resolved, _CROSS_ENTROPIES) or any(
-        resolved is f for f in _CROSS_ENTROPY_FUNCTIONS
-    ):
-        from_logits = isinstance(resolved, _CROSS_ENTROPIES) and bool(
-            resolved.get_config().get("from_logits", False)
-        )
-        return losses_module.LogitsDistillation(
-            temperature=1.0,
-            loss="soft_cross_entropy" if progressive else "kl_divergence",
-            from_logits=from_logits,
-        )
-    for cls, function, name in _REGRESSION:
-        if isinstance(resolved, cls) or resolved is function:
-            return losses_module.RegressionDistillation(name)
-    if isinstance(resolved, keras.losses.Huber):
-        return losses_module.RegressionDistillation("huber", delta=_huber_delta(resolved))
-    if resolved is keras.losses.huber:
-        return losses_module.RegressionDistillation("huber")
-    raise ValueError(
-        "Expected compile()'s loss to be one a SelfDistiller can choose its "
-        "distillation loss from: a categorical cross-entropy (sparse or "
-        "not), mean squared error, mean absolute error or Huber. Received: "
-        f"loss={loss!r}. {fix}"
-    )
-
-
-def _huber_delta(loss):
-    """The `delta` of a `keras.losses.Huber`. Keras 3.15's `get_config()`
-    leaves it out, so where it is missing it is measured: beyond `delta` the
-    loss grows with slope `delta` (`delta * |e| - delta**2 / 2`)."""
-    delta = loss.get_config().get("delta")
-    if delta is not None:
-        return float(delta)
-    errors = (2.0**20, 2.0**21)
-    values = [
-        float(np.mean(ops.convert_to_numpy(
-            loss(np.zeros((1, 1), "float32"), np.full((1, 1), e, "float32"))
-        )))
-        for e in errors
-    ]
-    return float(f"{(values[1] - values[0]) / (errors[1] - errors[0]):.6g}")
-
-
-def _description(loss):
-    """The kind of a chosen loss: its class and configuration, without its
-    name and its temperature (which a schedule may have changed)."""
-    config = dict(loss.get_config())
-    for key in ("name", "dtype", "trainable", "temperature"):
-        config.pop(key, None)
-    return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(config.items()))})"
 
 
 def _frozen_copy(model):

@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import warnings
 
 import keras
@@ -43,31 +42,30 @@ import numpy as np
 from keras import tree
 
 from kerasdistill import checks
-from kerasdistill import compat
 from kerasdistill import taps
+from kerasdistill.data import input_batches
+from kerasdistill.data import randomness
+from kerasdistill.losses import keras_compat
 
 MARKER = "kerasdistill_cache"
+
+
 INPUTS = "inputs"
+
+
 TEACHER_OUTPUTS = "teacher_outputs"
+
+
 TEACHER_FEATURES = "teacher_features"
+
+
 METADATA_FILE = "kerasdistill_cache.json"
+
+
 _FORMAT = 1
+
+
 _DTYPES = ("float16", "float32", "float64")
-_AUGMENTATION_LAYERS = ("RandAugment", "AugMix", "MixUp", "CutMix", "Solarization")
-
-
-def _tf():
-    """TensorFlow, imported on first use (a cache is a `tf.data.Dataset`)."""
-    import tensorflow as tf
-
-    return tf
-
-
-def _is_tf_dataset(data):
-    """Whether `data` is a `tf.data.Dataset`, without importing TensorFlow
-    (a dataset cannot exist unless it was imported)."""
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(data, tf.data.Dataset)
 
 
 def cache_teacher_outputs(
@@ -152,7 +150,7 @@ def cache_teacher_outputs(
     if dtype is not None:
         checks.check_choice(dtype, _DTYPES, "dtype")
     layer_names = teacher_layer_names(distillation_losses)
-    source = _InputBatches(data, batch_size or 32)
+    source = input_batches.InputBatches(data, batch_size or 32)
     if path is not None:
         wanted = _metadata(teacher, layer_names, dtype)
         if not overwrite and _holds_cache(path):
@@ -160,7 +158,7 @@ def cache_teacher_outputs(
             stored = _read_metadata(path)
             _check_reusable(stored, wanted, path)
             return _from_disk(path, stored["samples"], batch_size, shuffle)
-    _warn_if_random(data)
+    randomness.warn_if_random(data)
     network = taps.TappedNetwork(teacher, layer_names, "teacher")
     batches = _teacher_batches(network, source, marker_key(teacher), dtype)
     if path is None:
@@ -187,7 +185,7 @@ def teacher_layer_names(distillation_losses):
     if not isinstance(distillation_losses, (list, tuple)):
         distillation_losses = [distillation_losses]
     names = [
-        getattr(compat.as_distillation_loss(loss), "teacher_layer_name", None)
+        getattr(keras_compat.as_distillation_loss(loss), "teacher_layer_name", None)
         for loss in distillation_losses
     ]
     return list(dict.fromkeys(name for name in names if name is not None))
@@ -230,7 +228,7 @@ def read(x, teacher, layer_names, student):
     ```
     """
     check_cached(x, teacher, layer_names)
-    augmenting = _augmentation_layers(student)
+    augmenting = randomness.augmentation_layers(student)
     if augmenting:
         warnings.warn(
             "The student has random augmentation layers "
@@ -282,7 +280,7 @@ def check_cached(x, teacher, layer_names):
 def check_dataset(dataset, teacher, layer_names):
     """Checks a `tf.data.Dataset` of cached batches from its element spec
     (before training); does nothing for other data."""
-    if not _is_tf_dataset(dataset):
+    if not input_batches.is_tf_dataset(dataset):
         return
     x, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
     if is_cached(x):
@@ -308,113 +306,6 @@ def _check_batch_size(batch_size, shuffle):
         raise TypeError(
             f"Expected `shuffle` to be True or False. Received: shuffle={shuffle!r}"
         )
-
-
-class _InputBatches:
-    """The `(x, y, sample_weight)` batches of `data`, in order, as numpy
-    (`None` where there are no labels or weights), from what
-    `cache_teacher_outputs` documents: arrays (numpy, backend tensors,
-    anything `numpy.asarray` reads) or a tuple of them, cut into batches of
-    `batch_size`; a `tf.data.Dataset` or a `keras.utils.PyDataset`, whose
-    own batches are kept."""
-
-    def __init__(self, data, batch_size):
-        if data is None:
-            raise ValueError(
-                "Expected `data` to hold the inputs. Received: data=None."
-            )
-        self.batch_size = batch_size
-        self.data = data
-        if _is_tf_dataset(data):
-            self.kind = "tf.data"
-        elif isinstance(data, keras.utils.PyDataset):
-            self.kind = "PyDataset"
-            if data.num_batches is None:
-                raise ValueError(
-                    "Expected a keras.utils.PyDataset of finite length, to "
-                    "cache each of its batches once. Received "
-                    f"{type(data).__name__} with num_batches=None (infinite). "
-                    "Give it a `num_batches` (or `__len__`), or pass arrays."
-                )
-        else:
-            self.kind = "arrays"
-            if isinstance(data, tuple):
-                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            else:
-                x, y, sample_weight = data, None, None
-            if x is None:
-                raise ValueError(
-                    "Expected `data` to hold the inputs. Received: data=None."
-                )
-            self.arrays = tree.map_structure(
-                _as_array, (x, y, sample_weight), none_is_leaf=False
-            )
-            lengths = {len(a) for a in tree.flatten(self.arrays) if a is not None}
-            if len(lengths) != 1:
-                raise ValueError(
-                    "Expected the inputs, labels and sample weights in "
-                    "`data` to hold the same number of samples. Received "
-                    f"arrays of lengths {sorted(lengths)}."
-                )
-            self.samples = lengths.pop()
-
-    def __iter__(self):
-        if self.kind == "tf.data":
-            for batch in self.data.as_numpy_iterator():
-                yield _numpy_batch(batch)
-        elif self.kind == "PyDataset":
-            for index in range(self.data.num_batches):
-                yield _numpy_batch(self.data[index])
-        else:
-            for start in range(0, self.samples, self.batch_size):
-                yield tree.map_structure(
-                    lambda a, s=start: a[s:s + self.batch_size], self.arrays,
-                    none_is_leaf=False,
-                )
-
-    def describe(self):
-        """What a cache on disk records about the data: the number of
-        samples, and whether there are labels and sample weights."""
-        if self.kind == "arrays":
-            _, y, sample_weight = self.arrays
-            return {"samples": self.samples, "labels": y is not None,
-                    "sample_weights": sample_weight is not None}
-        samples, has_labels, has_weights = 0, False, False
-        for x, y, sample_weight in self:
-            samples += int(tree.flatten(x)[0].shape[0])
-            has_labels, has_weights = y is not None, sample_weight is not None
-        return {"samples": samples, "labels": has_labels,
-                "sample_weights": has_weights}
-
-
-def _numpy_batch(batch):
-    """`(x, y, sample_weight)` of one batch of a dataset, as numpy."""
-    return tree.map_structure(
-        _as_array, keras.utils.unpack_x_y_sample_weight(batch), none_is_leaf=False
-    )
-
-
-def _as_array(value):
-    if isinstance(value, (str, bytes)) or callable(getattr(value, "__next__", None)):
-        raise _data_type_error(value)
-    try:
-        array = np.asarray(keras.ops.convert_to_numpy(value))
-    except (TypeError, ValueError) as error:
-        raise _data_type_error(value) from error
-    if array.dtype == object or array.ndim == 0:
-        raise _data_type_error(value)
-    return array
-
-
-def _data_type_error(value):
-    return TypeError(
-        "Expected `data` to be arrays (numpy arrays or tensors; a dict or "
-        "list of them for several inputs), a tuple (x, y) or (x, y, "
-        "sample_weight) of those, a tf.data.Dataset or a "
-        "keras.utils.PyDataset. Received an element of type "
-        f"{type(value).__name__}: {value!r:.80}. Wrap a generator in "
-        "tf.data.Dataset.from_generator or a keras.utils.PyDataset."
-    )
 
 
 def _metadata(teacher, layer_names, dtype):
@@ -468,7 +359,7 @@ def _teacher_function(network):
     scope on the local replica), else Keras's own predict step (jitted
     under JAX, without gradients under PyTorch)."""
     if keras.backend.backend() == "tensorflow":
-        run = _tf().function(
+        run = input_batches.tf().function(
             lambda x: network(x, training=False), reduce_retracing=True
         )
         return lambda x: tree.map_structure(keras.ops.convert_to_numpy, run(x))
@@ -517,7 +408,7 @@ def _from_arrays(element, batch_size, shuffle):
     else of batches gathered by shuffled indices (the vectorised scheme of
     Keras's array adapter, but reshuffled at each epoch even under
     `keras.utils.set_random_seed`)."""
-    tf = _tf()
+    tf = input_batches.tf()
     packed = _pack(element)
     if batch_size is None:
         return tf.data.Dataset.from_tensor_slices(packed)
@@ -533,7 +424,7 @@ def _from_arrays(element, batch_size, shuffle):
 
 def _index_batches(samples, batch_size, shuffle):
     """Batches of sample indices, in a new random order at each iteration."""
-    tf = _tf()
+    tf = input_batches.tf()
     full = samples - samples % batch_size
 
     def batches(seed):
@@ -554,14 +445,14 @@ def _index_batches(samples, batch_size, shuffle):
 
 
 def _gather(indices, arrays):
-    tf = _tf()
+    tf = input_batches.tf()
     return tree.map_structure(lambda array: tf.gather(array, indices), arrays)
 
 
 def _save(batches, path):
     """Writes the batches with `tf.data.Dataset.save`; returns what the
     metadata records about the data."""
-    tf = _tf()
+    tf = input_batches.tf()
     first = next(batches)
     _, y, sample_weight = first
     packed = _pack(first)
@@ -593,7 +484,7 @@ def _chain(first, rest):
 
 
 def _from_disk(path, samples, batch_size, shuffle):
-    tf = _tf()
+    tf = input_batches.tf()
     dataset = tf.data.Dataset.load(path)
     if batch_size is None:
         return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(samples))
@@ -653,59 +544,3 @@ def _prepare_directory(path, overwrite):
             "it."
         )
     shutil.rmtree(path)
-
-
-def _random_ops(dataset):
-    """The random TensorFlow ops in `dataset`'s pipeline (augmentation)."""
-    tf = _tf()
-    try:
-        graph = tf.compat.v1.GraphDef.FromString(
-            dataset._as_serialized_graph().numpy()
-        )
-    except Exception:  # A pipeline that cannot be serialized: not checked.
-        return []
-    nodes = list(graph.node)
-    for function in graph.library.function:
-        nodes.extend(function.node_def)
-    return sorted(
-        {
-            node.op for node in nodes
-            if not node.op.endswith("Dataset")
-            and ("Random" in node.op or node.op.startswith("Stateful")
-                 or "TruncatedNormal" in node.op or "Multinomial" in node.op)
-        }
-    )
-
-
-def _warn_if_random(data):
-    if not _is_tf_dataset(data):
-        return
-    ops = _random_ops(data)
-    if ops:
-        warnings.warn(
-            f"The data pipeline uses random operations {ops}. If they "
-            "augment the inputs, the cache freezes one augmented version of "
-            "each input and the student never sees the others; with random "
-            "augmentation, teacher and student must see the same augmented "
-            "input at each step (Beyer et al. 2022): fit on the data itself "
-            "instead of caching.",
-            stacklevel=3,
-        )
-
-
-def _augmentation_layers(model):
-    return [
-        layer.name for layer in _all_layers(model)
-        if type(layer).__name__.startswith("Random")
-        or type(layer).__name__ in _AUGMENTATION_LAYERS
-    ]
-
-
-def _all_layers(model):
-    """The layers of `model`, those of nested models (and of any layer with
-    a public `layers` list, like `keras.layers.Pipeline`) included."""
-    found = []
-    for layer in getattr(model, "layers", None) or []:
-        found.append(layer)
-        found.extend(_all_layers(layer))
-    return found

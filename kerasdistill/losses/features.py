@@ -6,14 +6,14 @@ import keras
 from keras import ops
 from keras import tree
 
-from kerasdistill import adapters
-from kerasdistill import feature_losses
-from kerasdistill import losses as losses_module
 from kerasdistill import taps
+from kerasdistill.losses import adapters
+from kerasdistill.losses import base
+from kerasdistill.losses import feature_functions
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class FeatureDistillation(losses_module.DistillationLoss):
+class FeatureDistillation(base.DistillationLoss):
     """Distills a teacher layer's output into a student layer's output.
 
     `loss` is one of the classic feature losses, by name:
@@ -30,7 +30,7 @@ class FeatureDistillation(losses_module.DistillationLoss):
 
     or any Keras loss (name, `keras.losses.Loss`, function `(y_true,
     y_pred)`), averaged over the non-batch axes (shapes must be equal). See
-    `kerasdistill.feature_losses` for each formula.
+    `kerasdistill.losses` for each formula.
 
     Layers are named by their Keras name, or by a path
     `"backbone/block2_out"` inside a nested model (a plain name is also
@@ -243,8 +243,8 @@ class FeatureDistillation(losses_module.DistillationLoss):
 
 def _resolve_loss(loss):
     """Returns `(per-sample function (teacher, student), what must match)`."""
-    if isinstance(loss, str) and loss in feature_losses.FEATURE_LOSSES:
-        return feature_losses.FEATURE_LOSSES[loss]
+    if isinstance(loss, str) and loss in feature_functions.FEATURE_LOSSES:
+        return feature_functions.FEATURE_LOSSES[loss]
     if isinstance(loss, keras.losses.Loss):
         return loss.call, "shape"
     if isinstance(loss, str):
@@ -255,7 +255,7 @@ def _resolve_loss(loss):
         if function is None:
             raise ValueError(
                 "Expected a feature-loss name "
-                f"{sorted(feature_losses.FEATURE_LOSSES)} or a Keras loss "
+                f"{sorted(feature_functions.FEATURE_LOSSES)} or a Keras loss "
                 f"name. Received: loss={loss!r}"
             )
         return function, "shape"

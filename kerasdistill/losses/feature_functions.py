@@ -43,7 +43,7 @@ def hint_mse(teacher, student):
     Example:
 
     ```python
-    kerasdistill.feature_losses.hint_mse(t, s)
+    kerasdistill.losses.hint_mse(t, s)
     ```
 
     Reference:
@@ -67,7 +67,7 @@ def cosine_distance(teacher, student):
     Example:
 
     ```python
-    kerasdistill.feature_losses.cosine_distance(t, s)
+    kerasdistill.losses.cosine_distance(t, s)
     ```
 
     Reference:
@@ -100,7 +100,7 @@ def attention_transfer(teacher, student, p=2):
     Example:
 
     ```python
-    kerasdistill.feature_losses.attention_transfer(t, s)
+    kerasdistill.losses.attention_transfer(t, s)
     ```
 
     Reference:
@@ -132,7 +132,7 @@ def similarity_preserving(teacher, student):
     Example:
 
     ```python
-    kerasdistill.feature_losses.similarity_preserving(t, s)
+    kerasdistill.losses.similarity_preserving(t, s)
     ```
 
     Reference:
@@ -166,7 +166,7 @@ def rkd_distance(teacher, student, delta=1.0):
     Example:
 
     ```python
-    kerasdistill.feature_losses.rkd_distance(t, s)
+    kerasdistill.losses.rkd_distance(t, s)
     ```
 
     Reference:
@@ -201,7 +201,7 @@ def rkd_angle(teacher, student, delta=1.0):
     Example:
 
     ```python
-    kerasdistill.feature_losses.rkd_angle(t, s)
+    kerasdistill.losses.rkd_angle(t, s)
     ```
 
     Reference:
@@ -241,7 +241,7 @@ def pkt(teacher, student):
     Example:
 
     ```python
-    kerasdistill.feature_losses.pkt(t, s)
+    kerasdistill.losses.pkt(t, s)
     ```
 
     Reference:
@@ -275,7 +275,7 @@ def gram_matrix(teacher, student):
     Example:
 
     ```python
-    kerasdistill.feature_losses.gram_matrix(t, s)
+    kerasdistill.losses.gram_matrix(t, s)
     ```
 
     Reference:

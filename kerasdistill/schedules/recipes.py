@@ -1,9 +1,9 @@
 """Ready-made schedules for the recipes users ask for most, each returned
 as a configured callback to pass to `Distiller.fit(callbacks=[...])`."""
 
-from kerasdistill import callbacks
 from kerasdistill import checks
-from kerasdistill import schedules
+from kerasdistill.schedules import callbacks
+from kerasdistill.schedules import curves
 
 
 def progressive_temperature(start=10.0, factor=0.5, floor=1.0, loss=None, verbose=0):
@@ -42,7 +42,7 @@ def progressive_temperature(start=10.0, factor=0.5, floor=1.0, loss=None, verbos
             f"Received: factor={factor}"
         )
     return callbacks.TemperatureScheduler(
-        schedules.ExponentialDecay(start, factor, end=floor),
+        curves.ExponentialDecay(start, factor, end=floor),
         loss=loss,
         verbose=verbose,
     )
@@ -78,7 +78,7 @@ def alpha_ramp(epochs, start=0.9, end=0.3, verbose=0):
     checks.check_unit_interval(start, "start")
     checks.check_unit_interval(end, "end")
     return callbacks.AlphaScheduler(
-        schedules.Linear(start, end, steps=max(epochs - 1, 1)),
+        curves.Linear(start, end, steps=max(epochs - 1, 1)),
         verbose=verbose,
     )
 
@@ -118,7 +118,7 @@ def dkd_warmup(warmup_epochs=20, weight=1.0, loss=0, verbose=0):
     _check_epochs(warmup_epochs, "warmup_epochs")
     checks.check_non_negative(weight, "weight")
     return callbacks.LossWeightScheduler(
-        schedules.WarmupHold(
+        curves.WarmupHold(
             weight, warmup_epochs - 1, start=weight / warmup_epochs
         ),
         loss=loss,

@@ -19,40 +19,45 @@ export of the calling backend instead (jax2tf under JAX). TensorFlow is
 imported only when an export runs, never by `import kerasdistill`.
 """
 
-import atexit
 import dataclasses
 import importlib
 import importlib.util
-import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import threading
-import traceback
-import warnings
 
 import keras
 import numpy as np
 from keras import tree
 
 from kerasdistill import checks
+from kerasdistill.deploy import export_worker
+from kerasdistill.deploy import tf_files
 
 _FORMATS = ("saved_model", "tflite")
+
+
 _QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+
+
 _IO_TYPES = ("float32", "int8")
+
+
 _VIAS = ("tensorflow", "backend")
+
+
 # Largest |exported - Keras| allowed, as a fraction of the largest |Keras
 # output| on the samples: float32 is exact up to the order of operations;
 # float16 weights keep ~3 significant digits; dynamic range quantization
 # rounds weights (and activations, per batch) to 8 bits; full int8 rounds
 # every tensor to 8 bits with ranges calibrated on the representative data.
 _TOLERANCES = {None: 1e-4, "float16": 1e-2, "dynamic": 5e-2, "int8": 0.1}
+
+
 _PARITY_SAMPLES = 256
+
+
 _RANDOM_SAMPLES = 64
-# The lines of a stopped export subprocess's log quoted in the error.
-_STDERR_LINES = 25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +234,7 @@ def export_student(
     checks.check_positive(tolerance, "tolerance")
     checks.check_choice(via, _VIAS, "via")
     student = _student_of(distiller_or_model)
-    signature = _input_signature(student)
+    signature = tf_files.input_signature(student)
     spec = tree.flatten(signature)[0]
     path = os.fspath(path)
     if format == "tflite" and not path.endswith(".tflite"):
@@ -249,7 +254,7 @@ def export_student(
     backend = keras.backend.backend()
     route = _route(backend, via)
     modules = (
-        _custom_modules(student, backend) if route == "tensorflow-subprocess" else []
+        export_worker.custom_modules(student, backend) if route == "tensorflow-subprocess" else []
     )
     _make_room(path, format, overwrite)
 
@@ -258,17 +263,17 @@ def export_student(
         output_type=output_type,
     )
     if route == "tensorflow-subprocess":
-        exported = _export_in_subprocess(
+        exported = export_worker.export_in_subprocess(
             student, path, settings, samples, calibration, modules, backend
         )
     else:
         export_kwargs = {"is_static": True} if backend == "jax" else {}
-        exported = _export(
+        exported = tf_files.export(
             student, signature, path, settings, samples, calibration,
             export_kwargs,
         )
     if format == "tflite":
-        exported = _check_tflite(path, samples)
+        exported = tf_files.check_tflite(path, samples)
     reference = _reference(student, samples)
     return _compare(
         path, format, quantization, tolerance, classifier, reference,
@@ -319,64 +324,6 @@ def _student_of(distiller_or_model):
             "call `student.build(input_shape)` first."
         )
     return model
-
-
-def _input_signature(student):
-    """The `input_signature` of Keras' export, from public attributes: a
-    list of positional arguments holding `keras.InputSpec`s whose batch
-    dimension is free (a Sequential model: its inputs; a functional one: its
-    input structure; a subclassed one: the shape it was built with)."""
-    symbolic = _symbolic_inputs(student)
-    if isinstance(student, keras.Sequential) and symbolic:
-        signature = [_spec(tensor.shape, tensor.dtype, tensor.name) for tensor in symbolic]
-    elif symbolic:
-        signature = [
-            tree.map_structure(
-                lambda t: _spec(t.shape, t.dtype, t.name), student.input
-            )
-        ]
-    else:
-        shape = (student.get_build_config() or {}).get("input_shape")
-        if not _is_shape(shape):
-            raise ValueError(
-                "export_student supports students with one input and one "
-                f"output tensor. Received '{student.name}', a subclassed "
-                "model built with "
-                f"{student.get_build_config() or 'no recorded input shape'}. "
-                "Call it once on a batch of its single input, or export it "
-                "with `student.export(...)` and check it yourself."
-            )
-        signature = [_spec(shape, student.input_dtype, None)]
-    inputs = tree.flatten(signature)
-    outputs = checks.symbolic_outputs(student)
-    if len(inputs) != 1 or (outputs is not None and len(outputs) != 1):
-        raise ValueError(
-            "export_student supports students with one input and one output "
-            f"tensor. Received '{student.name}' with {len(inputs)} input(s) "
-            f"and {len(outputs) if outputs else 'unknown'} output(s). Export "
-            "it with `student.export(...)` and check it yourself."
-        )
-    return signature
-
-
-def _symbolic_inputs(model):
-    try:
-        return list(model.inputs or [])
-    except (AttributeError, ValueError):
-        return []
-
-
-def _is_shape(shape):
-    return isinstance(shape, (tuple, list)) and all(
-        dim is None or isinstance(dim, int) for dim in shape
-    )
-
-
-def _spec(shape, dtype, name):
-    shape = (None,) + tuple(shape)[1:]
-    return keras.InputSpec(
-        shape=shape, dtype=keras.backend.standardize_dtype(dtype), name=name
-    )
 
 
 def _make_room(path, format, overwrite):
@@ -492,396 +439,6 @@ def _reference(student, samples):
             "it with `student.export(...)` and check it yourself."
         )
     return keras.ops.convert_to_numpy(outputs[0]).astype("float32")
-
-
-def _export(model, signature, path, settings, samples, calibration, export_kwargs):
-    """Writes `model` with Keras' export in this process; returns the
-    SavedModel's outputs on `samples` (`None` for TFLite, which the caller
-    runs)."""
-    if settings["format"] == "saved_model":
-        model.export(
-            path, format="tf_saved_model", verbose=False,
-            input_signature=signature, **export_kwargs,
-        )
-        return _run_saved_model(path, signature, samples)
-    _write_tflite(
-        model, signature, path, settings["quantization"], calibration,
-        settings["input_type"], settings["output_type"], export_kwargs,
-    )
-    return None
-
-
-def _write_tflite(
-    model, signature, path, quantization, calibration, input_type, output_type,
-    export_kwargs,
-):
-    """Keras' SavedModel export, then TensorFlow's TFLite converter: the
-    path that `Model.export(format="litert")` takes under TensorFlow, with
-    the converter's settings set here directly."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as saved_model:
-        model.export(
-            saved_model, format="tf_saved_model", verbose=False,
-            input_signature=signature, **export_kwargs,
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-            tf.lite.OpsSet.SELECT_TF_OPS,
-        ]
-        if quantization is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantization == "int8":
-
-            def representative_dataset():
-                for i in range(len(calibration)):
-                    yield [calibration[i : i + 1]]
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-            ]
-            converter.inference_input_type = tf.as_dtype(input_type)
-            converter.inference_output_type = tf.as_dtype(output_type)
-        flatbuffer = converter.convert()
-    with open(path, "wb") as file:
-        file.write(flatbuffer)
-
-
-def _run_saved_model(path, signature, samples):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    arguments = tree.pack_sequence_as(signature, [tf.constant(samples)])
-    outputs = loaded.serve(*arguments)
-    return np.asarray(tree.flatten(outputs)[0], dtype="float32")
-
-
-def _check_tflite(path, samples):
-    try:
-        return _run_tflite(path, samples)
-    except RuntimeError as error:
-        raise RuntimeError(
-            f"The TFLite file written at '{path}' does not run in the "
-            f"interpreter, so it cannot be checked: {error}"
-        ) from error
-
-
-def _run_tflite(path, samples):
-    interpreter = _interpreter(path)
-    runner = interpreter.get_signature_runner()
-    (input_name,) = runner.get_input_details()
-    input_details = runner.get_input_details()[input_name]
-    outputs = runner(**{input_name: _quantize(samples, input_details)})
-    output_details = runner.get_output_details()
-    (output_name,) = output_details
-    return _dequantize(outputs[output_name], output_details[output_name])
-
-
-def _interpreter(path):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        warnings.warn(
-            "The LiteRT interpreter (package ai-edge-litert) is not "
-            "installed, so the exported file is checked with the deprecated "
-            "tf.lite.Interpreter. Install it with "
-            "`pip install 'kerasdistill[export]'`.",
-            stacklevel=4,
-        )
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=path)
-
-
-def _quantize(samples, details):
-    """Float samples to the int8 input of an `input_type="int8"` model."""
-    if details["dtype"] != np.int8 or not np.issubdtype(samples.dtype, np.floating):
-        return samples.astype(details["dtype"])
-    scale, zero_point = details["quantization"]
-    values = np.round(samples / scale + zero_point)
-    return np.clip(values, -128, 127).astype(np.int8)
-
-
-def _dequantize(values, details):
-    """The int8 output of an `output_type="int8"` model to float32."""
-    if details["dtype"] != np.int8:
-        return np.asarray(values, dtype="float32")
-    scale, zero_point = details["quantization"]
-    return (values.astype("float32") - zero_point) * scale
-
-
-# Export through a TensorFlow subprocess (students of the JAX and PyTorch
-# backends). A Keras process has one backend, so the student is saved to a
-# .keras file, which any backend loads, and a child process with
-# KERAS_BACKEND=tensorflow loads and exports it with the functions above.
-# The caller and the child exchange files in a scratch folder: job.json,
-# student.keras, samples.npy (calibration.npy) in; result.json (outputs.npy
-# for a SavedModel) and the written file out.
-
-
-def _custom_modules(student, backend):
-    """The modules defining the student's non-Keras classes, which the
-    subprocess imports (registering them) before it loads the student.
-    Refuses classes of `__main__`, which a subprocess cannot import."""
-    try:
-        config = keras.saving.serialize_keras_object(student)
-    except (NotImplementedError, TypeError, ValueError) as error:
-        raise _unsavable(error, backend) from error
-    config = {k: v for k, v in config.items() if k != "compile_config"}
-    classes = {}
-    _collect_classes(config, classes)
-    stranded = sorted(name for name, module in classes.items() if module == "__main__")
-    if stranded:
-        raise ValueError(
-            f"Expected the student's classes to be importable, but "
-            f"{', '.join(stranded)} {'is' if len(stranded) == 1 else 'are'} "
-            f"defined in __main__. The {backend} student is exported by "
-            "loading a .keras copy in a TensorFlow-backend subprocess, which "
-            "cannot import the script that is running. Move the class to a "
-            "module (registered with keras.saving."
-            "register_keras_serializable), or pass via='backend'"
-            + (" to export with jax2tf in this process." if backend == "jax" else ".")
-        )
-    return sorted(set(module for module in classes.values() if module))
-
-
-def _collect_classes(config, classes):
-    if isinstance(config, dict):
-        if "class_name" in config and "config" in config:
-            module = _class_module(config)
-            if module is not None:
-                classes[config.get("registered_name") or config["class_name"]] = module
-        for value in config.values():
-            _collect_classes(value, classes)
-    elif isinstance(config, (list, tuple)):
-        for value in config:
-            _collect_classes(value, classes)
-
-
-def _class_module(config):
-    """The module of a serialized object's class when it is not Keras'."""
-    registered = config.get("registered_name")
-    if registered and ">" in registered:
-        found = keras.saving.get_registered_object(registered)
-        return getattr(found, "__module__", None)
-    module = config.get("module")
-    if not isinstance(module, str) or module.split(".")[0] in ("keras", "builtins"):
-        return None
-    return module
-
-
-def _export_in_subprocess(student, path, settings, samples, calibration, modules, backend):
-    with tempfile.TemporaryDirectory() as scratch:
-        model_file = os.path.join(scratch, "student.keras")
-        try:
-            student.save(model_file)
-        except (NotImplementedError, TypeError, ValueError) as error:
-            raise _unsavable(error, backend) from error
-        np.save(os.path.join(scratch, "samples.npy"), samples)
-        if calibration is not None:
-            np.save(os.path.join(scratch, "calibration.npy"), calibration)
-        job = dict(
-            settings, model=model_file, path=os.path.abspath(path),
-            modules=modules, sys_path=[p or os.getcwd() for p in sys.path],
-        )
-        with open(os.path.join(scratch, "job.json"), "w", encoding="utf-8") as file:
-            json.dump(job, file)
-        _WORKER.run(scratch, modules, backend)
-        with open(os.path.join(scratch, "result.json"), encoding="utf-8") as file:
-            result = json.load(file)
-        if not result["ok"]:
-            raise _subprocess_error(result, backend)
-        outputs = os.path.join(scratch, "outputs.npy")
-        return np.load(outputs) if os.path.exists(outputs) else None
-
-
-class _Worker:
-    """A Python process with `KERAS_BACKEND=tensorflow` (and no GPU) that
-    runs export jobs one at a time. It starts on the first export of a JAX
-    or PyTorch student and serves the later ones (importing TensorFlow costs
-    seconds), and exits with this process. It is replaced when it died, or
-    when a module defining the student's classes changed on disk since it
-    imported it (it would build the student from the old code)."""
-
-    def __init__(self):
-        self._process = None
-        self._log = None
-        self._imported = {}
-        self._lock = threading.Lock()
-
-    def run(self, scratch, modules, backend):
-        with self._lock:
-            if self._process is not None and (
-                self._process.poll() is not None or self._stale(modules)
-            ):
-                self.stop()
-            if self._process is None:
-                self._start()
-            try:
-                self._process.stdin.write(scratch + "\n")
-                self._process.stdin.flush()
-                reply = self._process.stdout.readline()
-            except OSError:
-                reply = ""
-            if reply.strip() != scratch:
-                try:  # it closed its replies: it is exiting
-                    status = self._process.wait(timeout=None if not reply else 0)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    status = self._process.wait()
-                log = self._tail()
-                self.stop()
-                raise RuntimeError(
-                    "The TensorFlow-backend subprocess that exports the "
-                    f"{backend} student stopped (exit status {status}) without "
-                    "a result: the converter may have aborted. Its last output "
-                    "lines:\n" + log
-                )
-            for module in modules:
-                self._imported.setdefault(module, _modified(module))
-
-    def stop(self):
-        process, self._process = self._process, None
-        self._imported = {}
-        if process is not None:
-            try:
-                process.stdin.close()
-                process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                process.kill()
-                process.wait()
-            process.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _start(self):
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="-1")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        )
-        self._log = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            [
-                sys.executable, "-c",
-                "from kerasdistill.export import _serve_exports; _serve_exports()",
-            ],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, text=True,
-        )
-
-    def _stale(self, modules):
-        return any(
-            module in self._imported and self._imported[module] != _modified(module)
-            for module in modules
-        )
-
-    def _tail(self):
-        self._log.seek(0)
-        lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
-        return "\n".join(lines[-_STDERR_LINES:])
-
-
-def _modified(module):
-    """When the file of `module` was last modified (`None` if unknown)."""
-    file = getattr(sys.modules.get(module), "__file__", None)
-    try:
-        return os.path.getmtime(file) if file else None
-    except OSError:
-        return None
-
-
-_WORKER = _Worker()
-atexit.register(_WORKER.stop)
-
-
-def _unsavable(error, backend):
-    return ValueError(
-        f"Expected a student that Keras can save to a .keras file: the "
-        f"{backend} student is exported by a TensorFlow-backend subprocess "
-        f"that loads such a copy. Received an error from Keras: {error}. "
-        "Give its custom layers and models a get_config() and register them "
-        "with keras.saving.register_keras_serializable"
-        + (", or pass via='backend' to export with jax2tf in this process."
-           if backend == "jax" else ".")
-    )
-
-
-def _subprocess_error(result, backend):
-    if result["stage"] == "load":
-        return ValueError(
-            f"The {backend} student was saved to a .keras file, but the "
-            "TensorFlow-backend subprocess that exports it could not load it: "
-            f"{result['type']}: {result['message']}. Make it loadable with "
-            "keras.saving.load_model under KERAS_BACKEND=tensorflow: register "
-            "its custom layers with keras.saving.register_keras_serializable "
-            "in an importable module (not __main__), with a get_config() "
-            "that takes every constructor argument, and give Lambda layers "
-            "an output_shape"
-            + (", or pass via='backend' to export with jax2tf in this process."
-               if backend == "jax" else ".")
-        )
-    return RuntimeError(
-        f"Exporting the {backend} student in the TensorFlow-backend "
-        f"subprocess failed: {result['type']}: {result['message']}\n"
-        f"Subprocess traceback:\n{result['traceback']}"
-    )
-
-
-def _serve_exports():
-    """The subprocess: runs the job of each scratch folder named on stdin
-    and answers with the same name on its own stdout. Anything printed
-    (TensorFlow's converter logs) goes to stderr, not to the replies."""
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    for line in iter(sys.stdin.readline, ""):
-        scratch = line.strip()
-        if scratch:
-            _run_job(scratch)
-            keras.backend.clear_session()
-            replies.write(scratch + "\n")
-            replies.flush()
-
-
-def _run_job(scratch):
-    """Loads the `.keras` student of a job under TensorFlow, writes the
-    export and, for a SavedModel, its outputs on the samples; writes
-    `result.json`."""
-    stage = "load"
-    try:
-        with open(os.path.join(scratch, "job.json"), encoding="utf-8") as file:
-            job = json.load(file)
-        sys.path[:0] = [p for p in job["sys_path"] if p not in sys.path]
-        for module in job["modules"]:
-            importlib.import_module(module)
-        # The file was written a moment ago from the caller's own model, so
-        # its Lambda layers may be deserialized.
-        model = keras.saving.load_model(job["model"], compile=False, safe_mode=False)
-        signature = _input_signature(model)
-        stage = "export"
-        samples = np.load(os.path.join(scratch, "samples.npy"))
-        calibration_file = os.path.join(scratch, "calibration.npy")
-        calibration = (
-            np.load(calibration_file) if os.path.exists(calibration_file) else None
-        )
-        outputs = _export(model, signature, job["path"], job, samples, calibration, {})
-        if outputs is not None:
-            np.save(os.path.join(scratch, "outputs.npy"), outputs)
-        result = {"ok": True}
-    except Exception as error:  # noqa: BLE001 (reported to the caller)
-        result = {
-            "ok": False, "stage": stage, "type": type(error).__name__,
-            "message": str(error), "traceback": traceback.format_exc(),
-        }
-    with open(os.path.join(scratch, "result.json"), "w", encoding="utf-8") as file:
-        json.dump(result, file)
 
 
 def _compare(

@@ -12,8 +12,9 @@ kerasdistill equivalents, which compute the loss on softened probabilities
 import keras
 from keras import tree
 
-from kerasdistill import features
-from kerasdistill import losses
+from kerasdistill.losses import base
+from kerasdistill.losses import features
+from kerasdistill.losses import logits
 
 
 def as_distillation_loss(loss):
@@ -26,13 +27,13 @@ def as_distillation_loss(loss):
     assert isinstance(loss, kerasdistill.LogitsDistillation)
     ```
     """
-    if isinstance(loss, losses.DistillationLoss):
+    if isinstance(loss, base.DistillationLoss):
         return loss
     builtin = getattr(keras, "distillation", None)
     if builtin is not None and isinstance(loss, builtin.LogitsDistillation):
         spec = tree.map_structure(_logits_loss_name, loss.loss)
         if all(s != "untranslatable" for s in tree.flatten(spec)):
-            return losses.LogitsDistillation(
+            return logits.LogitsDistillation(
                 temperature=loss.temperature, loss=spec
             )
         return loss

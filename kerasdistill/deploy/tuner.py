@@ -11,9 +11,9 @@ import weakref
 import keras
 
 from kerasdistill import checks
-from kerasdistill import compat
-from kerasdistill import losses
-from kerasdistill import trial
+from kerasdistill.deploy import trial
+from kerasdistill.losses import keras_compat
+from kerasdistill.losses import logits
 
 try:
     import keras_tuner
@@ -32,7 +32,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     losses and a `Distiller` around the *same* `teacher` object, then
     compiles it. The teacher is frozen, never retrained nor copied: the
     trial models' weight checkpoints leave it out (see
-    `kerasdistill.trial.TrialDistiller`), so resuming a search or calling
+    `kerasdistill.deploy.trial.TrialDistiller`), so resuming a search or calling
     `get_best_models()` only needs this HyperModel, built again with the
     same teacher.
 
@@ -127,7 +127,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                 f"{type(student).__name__}"
             )
         if distillation_losses is None:
-            distillation_losses = losses.LogitsDistillation()
+            distillation_losses = logits.LogitsDistillation()
         _check_spec(alpha, "alpha", checks.check_unit_interval)
         _check_spec(temperature, "temperature", checks.check_positive)
         if distillation_loss_weights is not None:
@@ -221,9 +221,9 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         if callable(spec) and not hasattr(spec, "compute_loss"):
             built = spec(hp)
             built = list(built) if isinstance(built, (list, tuple)) else [built]
-            return [compat.as_distillation_loss(loss) for loss in built]
+            return [keras_compat.as_distillation_loss(loss) for loss in built]
         given = spec if isinstance(spec, (list, tuple)) else [spec]
-        return [_copy_loss(compat.as_distillation_loss(loss)) for loss in given]
+        return [_copy_loss(keras_compat.as_distillation_loss(loss)) for loss in given]
 
     def _loss_weights(self, hp, count):
         specs = self.distillation_loss_weights

@@ -22,7 +22,7 @@ import numpy as np
 from keras import tree
 
 from kerasdistill import checks
-from kerasdistill import plots
+from kerasdistill.deploy import plots
 
 TASKS = ("classification", "regression")
 _ORDER = ("teacher", "baseline", "student")

@@ -4,12 +4,12 @@ import keras
 from keras import ops
 
 from kerasdistill import checks
-from kerasdistill import compat
-from kerasdistill import losses
+from kerasdistill.losses import base
+from kerasdistill.losses import keras_compat
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class DifficultyWeighted(losses.DistillationLoss):
+class DifficultyWeighted(base.DistillationLoss):
     """Weights each sample's distillation loss by how hard the sample is.
 
     For a batch of per-sample losses `l_i` of the wrapped `loss`, this loss
@@ -64,8 +64,8 @@ class DifficultyWeighted(losses.DistillationLoss):
 
     def __init__(self, loss, beta=1.0, scale=0.3, momentum=0.9, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        loss = compat.as_distillation_loss(loss)
-        if not isinstance(loss, losses.DistillationLoss):
+        loss = keras_compat.as_distillation_loss(loss)
+        if not isinstance(loss, base.DistillationLoss):
             raise TypeError(
                 "DifficultyWeighted needs one loss value per sample, so it "
                 "wraps a kerasdistill.DistillationLoss. Received "

@@ -47,8 +47,8 @@ import keras
 import numpy as np
 
 from kerasdistill import checks
-from kerasdistill import schedules
 from kerasdistill.distiller import Distiller
+from kerasdistill.schedules import curves
 
 _UPDATE_FREQS = ("epoch", "batch")
 
@@ -77,7 +77,7 @@ class ScheduleCallback(keras.callbacks.Callback):
     def __init__(self, schedule, update_freq="epoch", verbose=0):
         super().__init__()
         checks.check_choice(update_freq, _UPDATE_FREQS, "update_freq")
-        self.schedule = schedules.get(schedule)
+        self.schedule = curves.get(schedule)
         self.update_freq = update_freq
         self.verbose = verbose
         self.log_name = None

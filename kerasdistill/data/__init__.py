@@ -1,0 +1,22 @@
+"""Data for distillation.
+
+- `cache`: the teacher's outputs computed once and fed to `fit()` through
+  `tf.data` (`kerasdistill.cache_teacher_outputs`);
+- `tfds`: TensorFlow Datasets splits without surprise downloads
+  (`kerasdistill.tfds_data`).
+
+Example:
+
+```python
+import kerasdistill as kd
+
+losses = [kd.LogitsDistillation(temperature=4.0)]
+cached = kd.data.cache_teacher_outputs(teacher, (x, y), losses, batch_size=64)
+```
+"""
+
+from kerasdistill.data import cache
+from kerasdistill.data import tfds
+from kerasdistill.data.cache import cache_teacher_outputs
+
+__all__ = ["cache", "cache_teacher_outputs", "tfds"]

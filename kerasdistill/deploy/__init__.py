@@ -1,0 +1,26 @@
+"""Shipping the student: export with a parity check, the distillation
+report and its plots, and the KerasTuner search.
+
+- `export`: `export_student` to a SavedModel or TFLite file, checked by
+  running the written file;
+- `reporting` and `plots`: `report()` / `format_report()`, did the
+  distillation pay off;
+- `tuner` (imports KerasTuner on first use) and `trial`: the
+  `DistillerHyperModel` and the `Distiller` each trial builds.
+
+Example:
+
+```python
+import kerasdistill as kd
+
+result = kd.deploy.export_student(distiller, "student.tflite", format="tflite")
+```
+"""
+
+from kerasdistill.deploy import trial  # noqa: F401 (registers TrialDistiller for loading)
+from kerasdistill.deploy.export import ExportReport
+from kerasdistill.deploy.export import export_student
+from kerasdistill.deploy.reporting import format_report
+from kerasdistill.deploy.reporting import report
+
+__all__ = ["ExportReport", "export_student", "format_report", "report"]

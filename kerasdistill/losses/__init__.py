@@ -1,0 +1,67 @@
+"""Distillation losses, one concern a module.
+
+- `base`: the protocol every loss follows (`DistillationLoss`) and the
+  base of the losses with a temperature (`TemperedLoss`);
+- `logits`: Hinton KD (`LogitsDistillation`); `dkd`: DKD; `dist`: DIST;
+- `regression`: `RegressionDistillation`;
+- `features`: `FeatureDistillation` on tapped layers, with the per-sample
+  functions of `feature_functions` and the learned projections of
+  `adapters`;
+- `weighting`: `DifficultyWeighted`, per-sample weights on any loss;
+- `keras_compat`: `keras.distillation` loss objects translated to these.
+
+Example:
+
+```python
+import kerasdistill as kd
+
+losses = [kd.losses.LogitsDistillation(temperature=4.0),
+          kd.losses.FeatureDistillation("mse", "teacher_block", "student_block")]
+```
+"""
+
+from kerasdistill.losses.base import DistillationLoss
+from kerasdistill.losses.base import TemperedLoss
+from kerasdistill.losses.dist import DIST
+from kerasdistill.losses.dist import dist
+from kerasdistill.losses.dkd import DKD
+from kerasdistill.losses.dkd import decoupled_kd
+from kerasdistill.losses.feature_functions import attention_transfer
+from kerasdistill.losses.feature_functions import cosine_distance
+from kerasdistill.losses.feature_functions import gram_matrix
+from kerasdistill.losses.feature_functions import hint_mse
+from kerasdistill.losses.feature_functions import pkt
+from kerasdistill.losses.feature_functions import rkd_angle
+from kerasdistill.losses.feature_functions import rkd_distance
+from kerasdistill.losses.feature_functions import similarity_preserving
+from kerasdistill.losses.features import FeatureDistillation
+from kerasdistill.losses.logits import LogitsDistillation
+from kerasdistill.losses.logits import logits_kl_divergence
+from kerasdistill.losses.logits import logits_soft_cross_entropy
+from kerasdistill.losses.regression import RegressionDistillation
+from kerasdistill.losses.regression import teacher_bounded_regression
+from kerasdistill.losses.weighting import DifficultyWeighted
+
+__all__ = [
+    "DIST",
+    "DKD",
+    "DifficultyWeighted",
+    "DistillationLoss",
+    "FeatureDistillation",
+    "LogitsDistillation",
+    "RegressionDistillation",
+    "TemperedLoss",
+    "attention_transfer",
+    "cosine_distance",
+    "decoupled_kd",
+    "dist",
+    "gram_matrix",
+    "hint_mse",
+    "logits_kl_divergence",
+    "logits_soft_cross_entropy",
+    "pkt",
+    "rkd_angle",
+    "rkd_distance",
+    "similarity_preserving",
+    "teacher_bounded_regression",
+]

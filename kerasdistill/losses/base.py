@@ -1,0 +1,230 @@
+"""The protocol every distillation loss follows, and its base classes.
+
+A distillation loss compares the teacher's outputs with the student's and
+returns one value per sample. The `Distiller` weights those values by
+`sample_weight` (and `class_weight`) and reduces them the way a Keras loss
+does (`"sum_over_batch_size"`, scaled for the replicas of a distribution
+strategy), so the distillation term and the student's own loss are on the
+same footing.
+"""
+
+import inspect
+
+import keras
+from keras import ops
+from keras import tree
+
+from kerasdistill import checks
+from kerasdistill import reduction
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class DistillationLoss(keras.layers.Layer):
+    """Base class of the kerasdistill distillation losses.
+
+    Subclasses implement `call(teacher_outputs, student_outputs)` and return
+    one loss value per sample (shape `(batch,)`); a `call` that also takes
+    `y_true` receives the labels (or `None` on a transfer set without them),
+    and one that takes `training` receives whether the step trains (to
+    update running statistics only then, as `DifficultyWeighted` does).
+    A `call` that returns one value for the whole batch (a plain mean) is
+    accepted without sample weights, and counted once under a distribution
+    strategy, not once per replica.
+    A loss is a Keras `Layer` so that its state (a temperature variable, a
+    learned adapter) is tracked, trained and saved with the `Distiller`. It is
+    never called as a layer: the `Distiller` calls `compute_loss`, which
+    casts the inputs to float32 (so the math stays in float32 under
+    `mixed_float16`), applies the sample weights and reduces.
+
+    Set `teacher_layer_name` / `student_layer_name` to compare intermediate
+    layer outputs instead of the final outputs.
+
+    Example:
+
+    ```python
+    class L1Distillation(kerasdistill.DistillationLoss):
+        def call(self, teacher_outputs, student_outputs):
+            return keras.ops.mean(
+                keras.ops.abs(teacher_outputs - student_outputs), axis=-1
+            )
+
+    distiller = kerasdistill.Distiller(teacher, student, L1Distillation())
+    ```
+    """
+
+    teacher_layer_name = None
+    student_layer_name = None
+
+    def __init__(self, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.built = True
+
+    def call(self, teacher_outputs, student_outputs):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement "
+            "`call(teacher_outputs, student_outputs)` returning one loss "
+            "value per sample."
+        )
+
+    def compute_loss(
+        self,
+        teacher_outputs,
+        student_outputs,
+        sample_weight=None,
+        y_true=None,
+        training=None,
+    ):
+        """Returns the scalar loss, weighted by `sample_weight` and reduced.
+
+        Args:
+            teacher_outputs: The teacher's outputs (or tapped features).
+            student_outputs: The student's outputs (or tapped features).
+            sample_weight: Optional per-sample weights, shape `(batch,)`.
+            y_true: The labels, passed to a `call` that accepts `y_true`.
+            training: Whether this is a training step, passed to a `call`
+                that accepts `training` (e.g. to update running statistics).
+
+        Returns:
+            A float32 scalar tensor.
+        """
+        values = self.per_sample_loss(
+            teacher_outputs, student_outputs, y_true=y_true, training=training
+        )
+        values = ops.convert_to_tensor(values, dtype="float32")
+        if len(values.shape) == 0:
+            return self._batch_value(values, sample_weight)
+        return reduction.weighted_mean(values, sample_weight)
+
+    def per_sample_loss(
+        self, teacher_outputs, student_outputs, y_true=None, training=None
+    ):
+        """Returns the loss of each sample, shape `(batch,)`, in float32.
+
+        Casts the outputs to float32 and calls `call` with the `y_true` and
+        `training` arguments it accepts.
+        """
+        arguments = _call_arguments(self)
+        kwargs = {}
+        if "y_true" in arguments:
+            kwargs["y_true"] = y_true
+        if "training" in arguments:
+            kwargs["training"] = training
+        return self.call(
+            _to_float32(teacher_outputs), _to_float32(student_outputs), **kwargs
+        )
+
+    def _batch_value(self, value, sample_weight):
+        """A `call` that returned one value for the batch (e.g. a plain
+        mean): it counts once, not once per replica of a strategy."""
+        if sample_weight is not None:
+            raise ValueError(
+                f"Expected {type(self).__name__}.call to return one loss "
+                "value per sample, shape (batch,), to apply the "
+                "`sample_weight` / `class_weight` given to fit(). Received "
+                "one value for the whole batch, shape (). Return per-sample "
+                "values, or fit without sample weights."
+            )
+        return reduction.scale_for_replicas(value)
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        """Raises a `ValueError` when the outputs cannot be compared."""
+        checks.check_same_structure(
+            teacher_outputs, student_outputs, type(self).__name__
+        )
+
+    def validate_model_compatibility(self, teacher, student):
+        """Raises a `ValueError` before training when this loss cannot
+        compare `teacher` with `student`."""
+
+
+def _call_arguments(loss):
+    return inspect.signature(loss.call).parameters
+
+
+def _to_float32(structure):
+    return tree.map_structure(lambda x: ops.cast(x, "float32"), structure)
+
+
+def sum_over_outputs(per_output_fn, spec, teacher, student, y_true=None):
+    """Applies `per_output_fn(spec, t, s, y)` to every output and sums.
+
+    `spec` is either one value used for every output, or a structure that
+    matches the outputs, with `None` to skip an output.
+    """
+    spec = _untracked(spec)
+    if tree.is_nested(spec):
+        checks.check_same_structure(spec, teacher, "the `loss` structure")
+        specs = tree.flatten(spec)
+    else:
+        specs = [spec] * len(tree.flatten(teacher))
+    teacher, student = tree.flatten(teacher), tree.flatten(student)
+    labels = tree.flatten(y_true) if y_true is not None else [None] * len(specs)
+    values = [
+        per_output_fn(s, t, p, y)
+        for s, t, p, y in zip(specs, teacher, student, labels)
+        if s is not None
+    ]
+    return values[0] if len(values) == 1 else ops.sum(ops.stack(values), 0)
+
+
+def _untracked(spec):
+    """Turns the lists and dicts that a Layer wraps for tracking back into
+    plain ones, so that their structure compares with the outputs'."""
+    if isinstance(spec, dict):
+        return {key: _untracked(value) for key, value in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_untracked(value) for value in spec]
+    return spec
+
+
+def flat_specs(spec):
+    return [s for s in tree.flatten(spec) if s is not None]
+
+
+class TemperedLoss(DistillationLoss):
+    """Base of the losses that soften logits by a temperature.
+
+    The temperature is a non-trainable `keras.Variable`: assigning
+    `loss.temperature = 2.0` (or a `TemperatureScheduler`) changes the loss
+    inside a compiled train function without tracing it again.
+
+    Args:
+        temperature: A number > 0.
+        name: Optional name.
+
+    Example:
+
+    ```python
+    class Tempered(kerasdistill.losses.TemperedLoss):
+        def call(self, teacher_outputs, student_outputs):
+            return kerasdistill.losses.logits_kl_divergence(
+                teacher_outputs, student_outputs, self.temperature
+            )
+    ```
+    """
+
+    def __init__(self, temperature, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        checks.check_positive(temperature, "temperature")
+        self._temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(float(temperature)),
+            trainable=False,
+            dtype="float32",
+            name="temperature",
+        )
+
+    @property
+    def temperature(self):
+        """The temperature variable; assign a number > 0 to change it."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value):
+        checks.check_positive(value, "temperature")
+        self._temperature.assign(float(value))
+
+    def get_config(self):
+        config = super().get_config()
+        config["temperature"] = float(ops.convert_to_numpy(self._temperature))
+        return config

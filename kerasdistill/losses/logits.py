@@ -1,0 +1,186 @@
+"""Hinton knowledge distillation on the logits, as a class and as
+per-sample functions."""
+
+import keras
+from keras import ops
+
+from kerasdistill import checks
+from kerasdistill.losses import base
+
+
+def logits_kl_divergence(teacher_logits, student_logits, temperature=3.0):
+    """Per-sample Hinton distillation loss: `T^2 * KL(p_t || p_s)`.
+
+    `p_t = softmax(teacher_logits / T)` and `p_s = softmax(student_logits /
+    T)`, over the last axis, computed with log-softmax for stability. The
+    `T^2` factor keeps the gradient scale independent of `T`.
+
+    Args:
+        teacher_logits: Teacher logits, shape `(batch, classes)`.
+        student_logits: Student logits, same shape.
+        temperature: Softmax temperature `T > 0` (a float or a variable).
+
+    Returns:
+        A tensor of shape `(batch,)`.
+
+    Example:
+
+    ```python
+    loss = kerasdistill.losses.logits_kl_divergence(t, s, temperature=4.0)
+    ```
+
+    Reference:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+    log_p_t = ops.log_softmax(teacher_logits / temperature, axis=-1)
+    log_p_s = ops.log_softmax(student_logits / temperature, axis=-1)
+    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return kl * ops.square(temperature)
+
+
+def logits_soft_cross_entropy(teacher_logits, student_logits, temperature=3.0):
+    """Per-sample soft-target cross-entropy: `-T^2 * sum(p_t * log p_s)`.
+
+    It differs from `logits_kl_divergence` by the teacher's entropy, a
+    constant for the student, so both give the same gradients; this is the
+    form written in Hinton et al. (2015).
+
+    Args:
+        teacher_logits: Teacher logits, shape `(batch, classes)`.
+        student_logits: Student logits, same shape.
+        temperature: Softmax temperature `T > 0`.
+
+    Returns:
+        A tensor of shape `(batch,)`.
+
+    Example:
+
+    ```python
+    loss = kerasdistill.losses.logits_soft_cross_entropy(t, s, 4.0)
+    ```
+
+    Reference:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+    p_t = ops.softmax(teacher_logits / temperature, axis=-1)
+    log_p_s = ops.log_softmax(student_logits / temperature, axis=-1)
+    return -ops.sum(p_t * log_p_s, axis=-1) * ops.square(temperature)
+
+
+_LOGITS_LOSSES = {
+    "kl_divergence": logits_kl_divergence,
+    "soft_cross_entropy": logits_soft_cross_entropy,
+}
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class LogitsDistillation(base.TemperedLoss):
+    """Hinton knowledge distillation on the final outputs.
+
+    The student matches the teacher's temperature-softened class
+    distribution: `T^2 * KL(softmax(t / T) || softmax(s / T))` per sample,
+    or the soft cross-entropy with `loss="soft_cross_entropy"` (same
+    gradients). Unlike Keras 3.15's `keras.distillation.LogitsDistillation`,
+    the default `loss="kl_divergence"` is applied to the softened
+    probabilities, not to the raw scaled logits.
+
+    The temperature is a non-trainable `keras.Variable`: assigning
+    `loss.temperature = 2.0` (or a `TemperatureScheduler`) changes the loss
+    inside a compiled train function without tracing it again.
+
+    Args:
+        temperature: Softmax temperature, a number > 0. Defaults to 3.0.
+        loss: `"kl_divergence"` or `"soft_cross_entropy"`; for a model with
+            several outputs, a structure of those matching the outputs, with
+            `None` to skip an output.
+        from_logits: `True` when the models output logits; `False` when they
+            end with a softmax (their log-probabilities are then used as
+            logits).
+        name: Optional name.
+
+    Example:
+
+    ```python
+    distiller = kerasdistill.Distiller(
+        teacher, student,
+        distillation_losses=kerasdistill.LogitsDistillation(temperature=4.0),
+    )
+    ```
+
+    Reference:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+
+    def __init__(
+        self,
+        temperature=3.0,
+        loss="kl_divergence",
+        from_logits=True,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(temperature, name=name, **kwargs)
+        for spec in base.flat_specs(loss):
+            checks.check_choice(spec, _LOGITS_LOSSES, "loss")
+        if not base.flat_specs(loss):
+            raise ValueError(
+                "Expected at least one non-None entry in `loss`. "
+                f"Received: loss={loss!r}"
+            )
+        self.loss = loss
+        self.from_logits = from_logits
+
+    def call(self, teacher_outputs, student_outputs):
+        def per_output(spec, teacher, student, _):
+            if not self.from_logits:
+                teacher = ops.log(ops.maximum(teacher, 1e-12))
+                student = ops.log(ops.maximum(student, 1e-12))
+            return _LOGITS_LOSSES[spec](teacher, student, self._temperature)
+
+        return base.sum_over_outputs(
+            per_output, self.loss, teacher_outputs, student_outputs
+        )
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        super().validate_outputs(teacher_outputs, student_outputs)
+        checks.check_same_last_dim(
+            teacher_outputs, student_outputs, "classes", type(self).__name__
+        )
+
+    def validate_model_compatibility(self, teacher, student):
+        checks.check_model_outputs_comparable(
+            teacher, student, "classes", type(self).__name__
+        )
+        if self.from_logits:
+            checks.check_outputs_are_logits(teacher, "teacher")
+            checks.check_outputs_are_logits(student, "student")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"loss": self.loss, "from_logits": self.from_logits})
+        return config
+
+
+class SingleOutputLogitsLoss(base.TemperedLoss):
+    """A loss on the logits of one output, with a schedulable temperature."""
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        name = type(self).__name__
+        for outputs, role in ((teacher_outputs, "teacher"), (student_outputs, "student")):
+            if not hasattr(outputs, "shape") or len(outputs.shape) != 2:
+                raise ValueError(
+                    f"{name} expects logits of shape (batch, classes) from "
+                    f"one output. Received from the {role}: "
+                    f"{getattr(outputs, 'shape', type(outputs).__name__)}."
+                )
+        checks.check_same_last_dim(teacher_outputs, student_outputs, "classes", name)
+
+    def validate_model_compatibility(self, teacher, student):
+        name = type(self).__name__
+        checks.check_model_outputs_comparable(teacher, student, "classes", name)
+        fix = f"{name} compares logits: remove the softmax from the model."
+        checks.check_outputs_are_logits(teacher, "teacher", fix=fix)
+        checks.check_outputs_are_logits(student, "student", fix=fix)

@@ -1,4 +1,5 @@
-"""`import kerasdistill` under JAX or PyTorch does not import TensorFlow.
+"""`import kerasdistill` under JAX or PyTorch does not import TensorFlow,
+nor, on any backend, the optional KerasTuner and keras-hub.
 
 TensorFlow stays a dependency for what is TensorFlow by nature (export,
 tf.data caches, TFDS, tf.distribute), imported when such a feature is used.
@@ -44,6 +45,7 @@ print("RESULT " + json.dumps({
     "keras_imports_tensorflow": after_keras,
     "tensorflow": "tensorflow" in sys.modules,
     "stack": FirstTensorFlowImport.stack,
+    "optional": sorted(m for m in ("keras_hub", "keras_tuner") if m in sys.modules),
 }))
 """
 
@@ -78,4 +80,9 @@ def test_import_does_not_import_tensorflow(backend):
     assert not found["tensorflow"], (
         f"`import kerasdistill` imported tensorflow under KERAS_BACKEND={backend}; "
         f"first import:\n{found['stack']}"
+    )
+    assert found["optional"] == [], (
+        f"`import kerasdistill` imported the optional {found['optional']}: they "
+        "must be imported where they are used (kd.DistillerHyperModel, the "
+        "keras-hub helpers)."
     )

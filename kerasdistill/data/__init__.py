@@ -1,7 +1,9 @@
 """Data for distillation.
 
 - `cache`: the teacher's outputs computed once and fed to `fit()` through
-  `tf.data` (`kerasdistill.cache_teacher_outputs`);
+  `tf.data` (`kerasdistill.cache_teacher_outputs`), from the batches that
+  `input_batches` reads, after `randomness` checked that the data is not
+  randomly augmented;
 - `tfds`: TensorFlow Datasets splits without surprise downloads
   (`kerasdistill.tfds_data`).
 

@@ -23,6 +23,25 @@ def require_labels(y, what):
         )
 
 
+def require_compile_loss(loss, why):
+    """Raises a `ValueError` when `compile()` got no `loss`; `why` says what
+    the model trains on the labels."""
+    if loss is None:
+        raise ValueError(
+            f"Expected compile() to be given the labels' loss: {why}. "
+            "Received compile() without `loss`. Pass e.g. "
+            "loss=keras.losses.SparseCategoricalCrossentropy("
+            'from_logits=True) or loss="mse".'
+        )
+
+
+def label_loss(model, x, y, y_pred, sample_weight, regularization):
+    """`model`'s compiled loss on the labels (Keras's `compute_loss`), in
+    float32, without the `regularization` losses that it adds."""
+    total = keras.Model.compute_loss(model, x, y, y_pred, sample_weight, training=False)
+    return ops.cast(total, "float32") - regularization
+
+
 def output_distillation_loss(loss, what):
     """A distillation loss that compares final outputs (no layer taps)."""
     loss = keras_compat.as_distillation_loss(loss)

@@ -221,7 +221,9 @@ def read(x, teacher, layer_names, student):
     Example:
 
     ```python
-    inputs, teacher_taps = kerasdistill.cache.read(x, teacher, [], student)
+    cached = kerasdistill.cache_teacher_outputs(teacher, x, batch_size=8)
+    batch = next(iter(cached))  # a cached batch without labels: its `x`
+    inputs, teacher_taps = kerasdistill.cache.read(batch, teacher, [], student)
     ```
     """
     check_cached(x, teacher, layer_names)

@@ -165,7 +165,7 @@ def format_report(figures):
     Example:
 
     ```python
-    print(kerasdistill.format_report(kerasdistill.report(t, s, (x, y))))
+    print(kerasdistill.format_report(kerasdistill.report(teacher, student, (x, y))))
     ```
     """
     header, rows = _table(figures)

@@ -71,8 +71,8 @@ class FeatureDistillation(base.DistillationLoss):
 
     ```python
     hint = kerasdistill.FeatureDistillation(
-        loss="attention_transfer",
-        teacher_layer_name="block3_out", student_layer_name="block2_out",
+        loss="similarity_preserving",
+        teacher_layer_name="block2_out", student_layer_name="block1_out",
     )
     distiller = kerasdistill.Distiller(
         teacher, student, [kerasdistill.LogitsDistillation(), hint],

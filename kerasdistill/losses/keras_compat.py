@@ -110,14 +110,10 @@ class KerasDistillationLoss(base.DistillationLoss):
         self.teacher_layer_name = getattr(loss, "teacher_layer_name", None)
         self.student_layer_name = getattr(loss, "student_layer_name", None)
 
-    def compute_loss(
-        self,
-        teacher_outputs,
-        student_outputs,
-        sample_weight=None,
-        y_true=None,
-        training=None,
-    ):
+    def compute_loss(self, teacher_outputs, student_outputs, sample_weight=None,
+                     y_true=None, training=None):
+        """The wrapped loss's value for the batch, scaled for the replicas
+        of a distribution strategy; `y_true` and `training` are unused."""
         if sample_weight is not None:
             raise ValueError(
                 f"{type(self.loss).__name__} returns one value per batch, so "

@@ -172,14 +172,10 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         supervised.compile("adam", "mse", metrics=["mae"])
         ```
         """
-        if loss is None:
-            raise ValueError(
-                "Expected compile() to be given the labels' loss: "
-                "DeepSupervision trains the final output and every head on "
-                "the labels. Received compile() without `loss`. Pass e.g. "
-                "loss=keras.losses.SparseCategoricalCrossentropy("
-                'from_logits=True) or loss="mse".'
-            )
+        _training.require_compile_loss(
+            loss, "DeepSupervision trains the final output and every head on "
+            "the labels"
+        )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=None):
@@ -266,8 +262,7 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
                 ' or loss="mse".'
             )
-        total = super().compute_loss(x, y, y_pred, sample_weight, training=False)
-        return ops.cast(total, "float32") - regularization
+        return _training.label_loss(self, x, y, y_pred, sample_weight, regularization)
 
     def get_config(self):
         config = super().get_config()

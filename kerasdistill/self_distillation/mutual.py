@@ -138,14 +138,10 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         mutual.compile("adam", "mse", metrics=["mae"])
         ```
         """
-        if loss is None:
-            raise ValueError(
-                "Expected compile() to be given the labels' loss: "
-                "MutualLearning trains each model on the labels and on its "
-                "peers. Received compile() without `loss`. Pass e.g. "
-                "loss=keras.losses.SparseCategoricalCrossentropy("
-                'from_logits=True) or loss="mse".'
-            )
+        _training.require_compile_loss(
+            loss, "MutualLearning trains each model on the labels and on its "
+            "peers"
+        )
         super().compile(
             optimizer=optimizer,
             loss=loss,
@@ -227,8 +223,7 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
     def _label_loss(self, x, y, output, sample_weight, regularization):
         """The compiled loss of one model's output, without the
         regularization losses (which Keras's `compute_loss` adds)."""
-        total = super().compute_loss(x, y, output, sample_weight, training=False)
-        return ops.cast(total, "float32") - regularization
+        return _training.label_loss(self, x, y, output, sample_weight, regularization)
 
     def get_config(self):
         config = super().get_config()

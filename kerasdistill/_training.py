@@ -9,23 +9,44 @@ from keras import tree
 
 from kerasdistill import checks
 from kerasdistill import reduction
-from kerasdistill.losses import base
 from kerasdistill.losses import keras_compat
 
 
 def require_labels(y, what):
+    """Raises a `ValueError` for a batch without labels; `what` says what
+    learns from them and how."""
     if y is None:
         raise ValueError(
-            f"{what} learns from labels. Received a batch without labels. "
-            "Pass `y` to fit() / evaluate() (or a dataset of (x, y) pairs)."
+            f"Expected batches with labels: {what}. Received a batch without "
+            "labels. Pass `y` to fit() / evaluate(), or a dataset of (x, y) "
+            "pairs."
         )
+
+
+def require_compile_loss(loss, why):
+    """Raises a `ValueError` when `compile()` got no `loss`; `why` says what
+    the model trains on the labels."""
+    if loss is None:
+        raise ValueError(
+            f"Expected compile() to be given the labels' loss: {why}. "
+            "Received compile() without `loss`. Pass e.g. "
+            "loss=keras.losses.SparseCategoricalCrossentropy("
+            'from_logits=True) or loss="mse".'
+        )
+
+
+def label_loss(model, x, y, y_pred, sample_weight, regularization):
+    """`model`'s compiled loss on the labels (Keras's `compute_loss`), in
+    float32, without the `regularization` losses that it adds."""
+    total = keras.Model.compute_loss(model, x, y, y_pred, sample_weight, training=False)
+    return ops.cast(total, "float32") - regularization
 
 
 def output_distillation_loss(loss, what):
     """A distillation loss that compares final outputs (no layer taps)."""
     loss = keras_compat.as_distillation_loss(loss)
-    for role in ("teacher", "student"):
-        layer_name = getattr(loss, f"{role}_layer_name", None)
+    for role, layer_name in (("teacher", loss.teacher_layer_name),
+                             ("student", loss.student_layer_name)):
         if layer_name is not None:
             raise ValueError(
                 f"{what} compares the networks' outputs, so its distillation "
@@ -37,26 +58,14 @@ def output_distillation_loss(loss, what):
 
 
 def distillation_value(loss, teacher, student, y, sample_weight, training=None):
-    """`loss` on (stop-gradient `teacher`, `student`), as a float32 scalar:
-    a kerasdistill loss weighted per sample, a `keras.distillation` loss
-    (one value per batch) scaled for the replicas."""
+    """`loss` (a `kerasdistill.DistillationLoss`) on (stop-gradient
+    `teacher`, `student`), weighted per sample and reduced: a float32
+    scalar."""
     teacher = tree.map_structure(ops.stop_gradient, teacher)
-    if hasattr(loss, "validate_outputs"):
-        loss.validate_outputs(teacher, student)
-    if isinstance(loss, base.DistillationLoss):
-        return loss.compute_loss(
-            teacher, student, sample_weight=sample_weight, y_true=y,
-            training=training,
-        )
-    if sample_weight is not None:
-        raise ValueError(
-            f"{type(loss).__name__} returns one value per batch, so it cannot "
-            "apply the `sample_weight` / `class_weight` given to fit(). "
-            "Subclass kerasdistill.DistillationLoss and return one value per "
-            "sample from `call`, or fit without sample weights."
-        )
-    value = ops.cast(loss.compute_loss(teacher, student), "float32")
-    return reduction.scale_for_replicas(value)
+    loss.validate_outputs(teacher, student)
+    return loss.compute_loss(
+        teacher, student, sample_weight=sample_weight, y_true=y, training=training
+    )
 
 
 def regularization(model):
@@ -96,18 +105,21 @@ def has_labels(x, y):
     return isinstance(spec, tuple) and len(spec) >= 2 and spec[1] is not None
 
 
-def compile_from_config(model, config):
-    """`compile()` from `get_compile_config()` (used when loading), building
-    the optimizer so that its saved variables load.
+class CompileFromConfig:
+    """The `compile_from_config` of the models that train a student: it
+    builds the optimizer, so that its saved variables load.
 
     Keras saves an optimizer trained under PyTorch as its backend class
     (`keras.src.backend.torch.optimizers...`), which JAX and TensorFlow load
     but cannot run (Keras 3.15, plain models too); the public
     `keras.optimizers` class of the same name is loaded instead."""
-    config = dict(config, optimizer=_portable(config.get("optimizer")))
-    model.compile(**keras.saving.deserialize_keras_object(config))
-    if model.built:
-        model.optimizer.build(model.trainable_variables)
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (used when loading)."""
+        config = dict(config, optimizer=_portable(config.get("optimizer")))
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
 
 def _portable(config):
@@ -152,10 +164,7 @@ class LatestValue(keras.metrics.Metric):
 def temperature_trackers(distillation_losses):
     """`[(loss, LatestValue)]` for each loss with a temperature variable,
     logged as `temperature` (one such loss) or `<loss name>_temperature`."""
-    tempered = [
-        loss for loss in distillation_losses
-        if isinstance(getattr(loss, "temperature", None), keras.Variable)
-    ]
+    tempered = [loss for loss in distillation_losses if loss.temperature is not None]
     return [
         (loss, LatestValue(
             name="temperature" if len(tempered) == 1 else f"{loss.name}_temperature"
@@ -166,7 +175,7 @@ def temperature_trackers(distillation_losses):
 
 def serialize_uncompiled(model):
     """A model's config without its own compile state (the wrapper's
-    optimizer trains it)."""
+    optimizer trains it, or a copy is saved without an optimizer)."""
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
     return config

@@ -52,14 +52,20 @@ def check_open_unit_interval(value, name):
         )
 
 
-def check_positive_int(value, name):
+def check_integer(value, name, minimum):
+    """A `TypeError` for a non-integer (a bool included), a `ValueError`
+    for an integer below `minimum`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"Expected `{name}` to be an integer >= 1. "
+            f"Expected `{name}` to be an integer >= {minimum}. "
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
-    if value < 1:
-        raise ValueError(f"Expected {name} >= 1. Received: {name}={value}")
+    if value < minimum:
+        raise ValueError(f"Expected {name} >= {minimum}. Received: {name}={value}")
+
+
+def check_positive_int(value, name):
+    check_integer(value, name, minimum=1)
 
 
 def check_choice(value, choices, name):
@@ -107,6 +113,26 @@ def check_not_shared(teacher, student):
             "on the teacher's layers, which are frozen with the teacher. Copy "
             "them instead: `copy = keras.models.clone_model(layer_or_model); "
             "copy.set_weights(layer_or_model.get_weights())`."
+        )
+
+
+def check_same_inputs(first, second, roles, expected, fix):
+    """Compares the symbolic input shapes of two models when both have them
+    (an unknown size matches any); `roles` name the two models in the
+    message, `expected` says what is expected and `fix` how to fix it."""
+    first_inputs, second_inputs = symbolic_inputs(first), symbolic_inputs(second)
+    if first_inputs is None or second_inputs is None:
+        return
+    first_shapes = [tuple(t.shape) for t in first_inputs]
+    second_shapes = [tuple(t.shape) for t in second_inputs]
+    compatible = len(first_shapes) == len(second_shapes) and all(
+        len(a) == len(b) and all(i is None or j is None or i == j for i, j in zip(a, b))
+        for a, b in zip(first_shapes, second_shapes)
+    )
+    if not compatible:
+        raise ValueError(
+            f"Expected {expected}. Received: {roles[0]} input shapes "
+            f"{first_shapes}, {roles[1]} input shapes {second_shapes}. {fix}"
         )
 
 
@@ -183,11 +209,8 @@ def check_dict_inputs(x, model, role):
     inputs, such as the feature dicts of a tensorflow_datasets split."""
     if not isinstance(x, dict):
         return
-    try:
-        structure, inputs = model.input, model.inputs
-    except (AttributeError, ValueError):
-        return
-    if isinstance(structure, dict) or not inputs:
+    inputs = symbolic_inputs(model)
+    if inputs is None or isinstance(model.input, dict):
         return
     names = [tensor.name for tensor in inputs]
     if any(name not in x for name in names):
@@ -201,7 +224,18 @@ def check_dict_inputs(x, model, role):
         )
 
 
+def symbolic_inputs(model):
+    """A functional or built Sequential model's symbolic inputs, as a list;
+    `None` for a model without them (subclassed)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return list(inputs) if inputs else None
+
+
 def symbolic_outputs(model):
+    """The symbolic outputs, as `symbolic_inputs`."""
     try:
         outputs = model.outputs
     except (AttributeError, ValueError):

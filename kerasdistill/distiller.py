@@ -26,7 +26,9 @@ from kerasdistill.losses import keras_compat
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
+class Distiller(
+    _keras_internals.MultiWorkerBuild, _training.CompileFromConfig, keras.Model
+):
     """Trains `student` to imitate a frozen `teacher` and fit the labels.
 
     The loss of a batch is
@@ -124,7 +126,13 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
             checks.check_non_negative(weight, "each distillation loss weight")
         for model in teachers:
             checks.check_not_shared(model, student)
-            _check_same_inputs(model, student)
+            checks.check_same_inputs(
+                model, student, ("teacher", "student"),
+                expected="the teacher to take the student's inputs",
+                fix="Give both models the same inputs, or wrap the teacher in "
+                "a model that maps the student's inputs to its own (e.g. "
+                "keras.layers.Resizing).",
+            )
 
         self.teacher = teacher if len(teachers) == 1 else teachers
         self.student = student
@@ -137,7 +145,7 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         ]
         for loss in self.distillation_losses:
             for model in teachers:
-                loss.validate_model_compatibility(model, student)
+                loss.prepare(model, student)
         distribute.check_scope(teachers, student, self.distillation_losses)
         self._student_loss_weight = _training.non_trainable("student_loss_weight", student_loss_weight)
         self._distillation_loss_weights = [
@@ -146,11 +154,13 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         ]
         self._networks = {
             "teacher": teachers_module.teacher_network(
-                teachers, _layer_names(self.distillation_losses, "teacher"),
+                teachers, _tapped(loss.teacher_layer_name for loss in self.distillation_losses),
                 teacher_weights, teacher_combination,
             ),
             "student": taps.TappedNetwork(
-                student, _layer_names(self.distillation_losses, "student"), "student"
+                student,
+                _tapped(loss.student_layer_name for loss in self.distillation_losses),
+                "student",
             ),
         }
         self._student_pass = taps.PassRecord()
@@ -275,10 +285,6 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
             ):
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        """Compiles from `get_compile_config()` (used when loading)."""
-        _training.compile_from_config(self, config)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`; checked before training: datasets of cached
@@ -484,9 +490,9 @@ class Distiller(_keras_internals.MultiWorkerBuild, keras.Model):
         for loss, weight in zip(
             self.distillation_losses, self._distillation_loss_weights
         ):
-            student = _select(student_taps, getattr(loss, "student_layer_name", None))
+            student = _select(student_taps, loss.student_layer_name)
             for teacher_weight, taps_ in parts:
-                teacher = _select(taps_, getattr(loss, "teacher_layer_name", None))
+                teacher = _select(taps_, loss.teacher_layer_name)
                 total = total + weight * teacher_weight * _training.distillation_value(
                     loss, teacher, student, y, sample_weight, training
                 )
@@ -541,35 +547,11 @@ def _as_list(value, name):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _layer_names(losses, role):
-    names = [getattr(loss, f"{role}_layer_name", None) for loss in losses]
-    return [name for name in names if name is not None]
+def _tapped(layer_names):
+    """The layers the losses tap (those that are not `None`)."""
+    return [name for name in layer_names if name is not None]
 
 
 def _select(taps_, layer_name):
     outputs, features = taps_
     return outputs if layer_name is None else features[layer_name]
-
-
-def _check_same_inputs(teacher, student):
-    """Compares the symbolic inputs when both models have them."""
-    try:
-        teacher_inputs, student_inputs = teacher.inputs, student.inputs
-    except (AttributeError, ValueError):
-        return
-    if not teacher_inputs or not student_inputs:
-        return
-    teacher_shapes = [tuple(t.shape) for t in teacher_inputs]
-    student_shapes = [tuple(s.shape) for s in student_inputs]
-    compatible = len(teacher_shapes) == len(student_shapes) and all(
-        len(t) == len(s) and all(a is None or b is None or a == b for a, b in zip(t, s))
-        for t, s in zip(teacher_shapes, student_shapes)
-    )
-    if not compatible:
-        raise ValueError(
-            "Expected the teacher to take the student's inputs. Received: "
-            f"teacher input shapes {teacher_shapes}, student input shapes "
-            f"{student_shapes}. Give both models the same inputs, or wrap the "
-            "teacher in a model that maps the student's inputs to its own "
-            "(e.g. keras.layers.Resizing)."
-        )

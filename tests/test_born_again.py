@@ -162,7 +162,7 @@ def test_auto_mode_of_an_unknown_metric_asks_for_the_mode(regression_data):
         ({"build_fn": "model"}, TypeError, "build_fn"),
         ({"build_fn": lambda: make_classifier(4)}, ValueError, "compiled model"),
         ({"monitor": "val_accuracy"}, ValueError, "one of the model's evaluation keys"),
-        ({"distillation_losses": "kl"}, TypeError, "copied from their config"),
+        ({"distillation_losses": "kl"}, TypeError, "Expected each distillation loss"),
     ],
 )
 def test_bad_input_raises(kwargs, error, match, classification_data):

@@ -287,7 +287,7 @@ def test_random_augmentation_is_warned_about():
     "call, error, match",
     [
         (lambda t, x: kd.cache_teacher_outputs("teacher", x), TypeError, "keras.Model"),
-        (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=0), ValueError, "batch_size > 0"),
+        (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=0), ValueError, "batch_size >= 1"),
         (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=2.5), TypeError, "integer"),
         (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=None, shuffle=False),
          ValueError, "batch_size=None"),
@@ -371,3 +371,16 @@ def test_augmentation_inside_a_nested_model_is_found():
     assert randomness.augmentation_layers(nested) == ["shift"]
     plain = keras.Sequential([keras.Input((6,)), keras.layers.GaussianNoise(0.1)])
     assert randomness.augmentation_layers(plain) == []
+
+
+def test_tapped_layer_names_are_read_without_creating_loss_objects(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a loss object was created to read a layer name")
+
+    losses = [keras.distillation.FeatureDistillation("mse", "t_hidden", "s_hidden"),
+              keras.distillation.LogitsDistillation(),
+              kd.FeatureDistillation("mse", "t_other", "s_other"),
+              kd.FeatureDistillation("cosine", "t_hidden", "s_hidden")]
+    monkeypatch.setattr(kd.FeatureDistillation, "__init__", refuse)
+    monkeypatch.setattr(kd.LogitsDistillation, "__init__", refuse)
+    assert kd.cache.teacher_layer_names(losses) == ["t_hidden", "t_other"]

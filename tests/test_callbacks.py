@@ -435,7 +435,7 @@ def test_setup_errors():
     model = mlp(4, "plain")
     model.compile(optimizer="adam", loss=SPARSE_CE)
     with pytest.raises(
-        TypeError, match="kerasdistill.Distiller. Received a model of type Functional"
+        TypeError, match="kerasdistill.MutualLearning. Received a model of type Functional"
     ):
         attach(callbacks.AlphaScheduler(0.5), model)
     with pytest.raises(ValueError, match="steps_per_epoch"):
@@ -447,6 +447,37 @@ def test_setup_errors():
         callbacks.AlphaScheduler(0.5, update_freq="step")
     with pytest.raises(TypeError, match="Expected a schedule"):
         callbacks.AlphaScheduler("linear")
+
+
+def test_alpha_and_temperature_drive_deep_supervision_and_mutual_learning():
+    """Both have a Distiller's alpha variable and a distillation loss; only
+    a Distiller has loss weights."""
+    x, y = data(32)
+    models = {
+        "deep_supervision": kd.DeepSupervision(
+            mlp(8, "net"), ["net_hidden"], kd.LogitsDistillation(4.0)
+        ),
+        "mutual": kd.MutualLearning(
+            [mlp(4, "net_a"), mlp(4, "net_b")], kd.LogitsDistillation(4.0)
+        ),
+    }
+    for model in models.values():
+        model.compile("adam", SPARSE_CE)
+        logs = EpochLogs()
+        model.fit(
+            x, y, epochs=2, batch_size=16, verbose=0,
+            callbacks=[
+                callbacks.AlphaScheduler(schedules.Linear(0.8, 0.2, 1)),
+                callbacks.TemperatureScheduler(schedules.Linear(3.0, 1.0, 1)),
+                logs,
+            ],
+        )
+        assert [logs.epochs[e]["alpha"] for e in (0, 1)] == pytest.approx([0.8, 0.2])
+        assert [logs.epochs[e]["temperature"] for e in (0, 1)] == pytest.approx([3.0, 1.0])
+        assert float(model.student_loss_weight.numpy()) == pytest.approx(0.2)
+        assert float(model.distillation_loss.temperature.numpy()) == pytest.approx(1.0)
+        with pytest.raises(TypeError, match="kerasdistill.Distiller. Received"):
+            attach(callbacks.LossWeightScheduler(1.0), model)
 
 
 def test_verbose_prints_each_value(capsys):

@@ -22,7 +22,9 @@ def test_demo_prints_the_table_and_writes_the_report(capsys, tmp_path):
             if line.startswith(("teacher ", "baseline ", "student "))}
     assert set(rows) == {"teacher", "baseline", "student"}
     assert rows["baseline"][1] == rows["student"][1] == "1,210"
-    assert all(0.0 <= float(row[4]) <= 1.0 for row in rows.values())
+    accuracy = {name: float(row[4]) for name, row in rows.items()}
+    # The demo's claim: distillation beats the same student on few labels.
+    assert accuracy["teacher"] > 0.5 and accuracy["student"] > accuracy["baseline"]
     for name in ("report.md", "accuracy_vs_size.png", "confidence.png", "training.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert f"Report written to {tmp_path / 'report.md'}" in out
@@ -62,4 +64,6 @@ def test_feature_distillation_example_runs(capsys):
         assert row in out
     accuracies = [float(line.split()[-1]) for line in out.splitlines()
                   if line.startswith(("teacher", "student"))]
-    assert len(accuracies) == 4 and all(0.0 <= a <= 1.0 for a in accuracies)
+    assert len(accuracies) == 4
+    assert accuracies[0] > 0.5  # the teacher; chance is 0.1 (10 digits)
+    assert all(a > 0.15 for a in accuracies[1:])  # every student learned

@@ -307,7 +307,12 @@ def test_custom_keras_distillation_loss_is_used_as_is(classification_data):
         def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
             return keras.ops.mean(keras.ops.abs(teacher_outputs - student_outputs))
 
-    distiller = make_distiller(losses=MeanGap())
+    mean_gap = MeanGap()
+    distiller = make_distiller(losses=mean_gap)
+    wrapped = distiller.distillation_losses[0]
+    assert isinstance(wrapped, kd.losses.keras_compat.KerasDistillationLoss)
+    assert wrapped.loss is mean_gap
+    assert (wrapped.teacher_layer_name, wrapped.temperature) == (None, None)
     distiller.compile("adam", SPARSE_CE)
     logs = evaluate(distiller, x, y)
     t = distiller.teacher.predict(x, verbose=0)

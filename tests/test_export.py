@@ -380,7 +380,7 @@ def test_subclassed_built_student(data, tmp_path):
         ({"format": "tflite", "quantization": "int4"}, ValueError, "quantization"),
         ({"quantization": "float16"}, ValueError, "TFLite exports only"),
         ({"format": "tflite", "quantization": "int8"}, ValueError,
-         "needs `representative_data`"),
+         "Expected `representative_data` with quantization='int8'"),
         ({"format": "tflite", "input_type": "int8"}, ValueError,
          "needs full-integer quantization"),
         ({"format": "tflite", "quantization": "int8", "output_type": "uint8",

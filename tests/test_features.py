@@ -74,6 +74,35 @@ def test_batchnorm_option_and_what_auto_cannot_map():
         adapters.build_adapter((5, 3), (6, 3), "shape", False, "a")
 
 
+def test_adapter_batchnorm_only_after_a_convolution_and_never_ignored():
+    dense = adapters.build_adapter((6,), (10,), "shape", False, "a")
+    assert [type(layer).__name__ for layer in dense.layers] == ["Dense"]
+    with pytest.raises(ValueError, match="adapter_batchnorm=True only where.*a Dense layer"):
+        adapters.build_adapter((6,), (10,), "shape", True, "a")
+    same_shapes = kd.FeatureDistillation("mse", "block1_out", "block1_out",
+                                         adapter_batchnorm=True)
+    with pytest.raises(ValueError, match="not needed"):
+        kd.Distiller(cnn([4, 16], "teacher"), cnn([4, 8], "student"), same_shapes)
+    for adapter in (None, keras.layers.Dense(3)):
+        with pytest.raises(ValueError, match="adapter_batchnorm=True only with adapter='auto'"):
+            kd.FeatureDistillation("mse", adapter=adapter, adapter_batchnorm=True)
+
+
+def test_validation_checks_only_and_build_for_builds_the_adapter():
+    teacher, student = cnn([8, 16], "teacher"), cnn([4, 8], "student")
+    hint = kd.FeatureDistillation("mse", "block2_out", "block1_out")
+    hint.validate_model_compatibility(teacher, student)
+    assert hint.adapter is None
+    hint.build_for(teacher, student)
+    assert [type(layer).__name__ for layer in hint.adapter.layers] == [
+        "AveragePooling2D", "Conv2D"]
+    adapter = hint.adapter
+    hint.prepare(teacher, student)  # a second teacher of the same shapes
+    assert hint.adapter is adapter
+    with pytest.raises(ValueError, match="set up .* for a teacher feature of shape"):
+        hint.prepare(cnn([8, 32], "other"), student)
+
+
 def test_adapter_trains_with_the_student_is_saved_and_never_in_the_student(tmp_path):
     teacher_counter, student_counter = CallCounter(name="t_count"), CallCounter(name="s_count")
     teacher = cnn([8, 16], "teacher", teacher_counter, nested=True)

@@ -110,7 +110,7 @@ def np_huber(error, delta):
     ],
 )
 def test_regression_distances(name, expected):
-    loss = kd.RegressionDistillation(name, delta=0.5)
+    loss = kd.RegressionDistillation(name, delta=0.5 if name == "huber" else None)
     np.testing.assert_allclose(
         float(loss.compute_loss(REG_T, REG_S)), expected.mean(), rtol=1e-5
     )
@@ -198,7 +198,12 @@ def test_get_config_round_trip(loss):
         (lambda: kd.LogitsDistillation(loss="mse"), ValueError, "kl_divergence"),
         (lambda: kd.LogitsDistillation(loss=[None]), ValueError, "non-None"),
         (lambda: kd.RegressionDistillation("l3"), ValueError, "teacher_bounded"),
-        (lambda: kd.RegressionDistillation(margin=-1), ValueError, "margin >= 0"),
+        (lambda: kd.RegressionDistillation("teacher_bounded", margin=-1), ValueError,
+         "margin >= 0"),
+        (lambda: kd.RegressionDistillation("mse", delta=2.0), ValueError,
+         "`delta` only with loss='huber'"),
+        (lambda: kd.RegressionDistillation("huber", margin=0.1), ValueError,
+         "`margin` only with loss='teacher_bounded'"),
         (lambda: kd.FeatureDistillation("no_such_loss"), ValueError, "no_such_loss"),
     ],
 )

@@ -43,6 +43,8 @@ def test_exponential_decay_staircase_begin_and_ceiling():
     np.testing.assert_allclose([stairs(s) for s in STEPS], expected, rtol=1e-12)
     rising = schedules.ExponentialDecay(1.0, 2.0, end=5.0)
     assert [rising(s) for s in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    constant = schedules.ExponentialDecay(4.0, 1.0, end=1.0)  # rate 1: no bound
+    assert [constant(s) for s in range(3)] == [4.0, 4.0, 4.0]
 
 
 def test_piecewise_changes_at_each_boundary():
@@ -115,6 +117,10 @@ def test_custom_schedule_subclass():
         (lambda: schedules.Linear(1.0, 0.0, 2.5), TypeError, "integer"),
         (lambda: schedules.Cosine(1.0, math.nan, 2), ValueError, "nan"),
         (lambda: schedules.ExponentialDecay(1.0, 0.0), ValueError, "rate > 0"),
+        (lambda: schedules.ExponentialDecay(0.5, 0.5, end=1.0), ValueError,
+         "start` on the floor's side of `end`"),
+        (lambda: schedules.ExponentialDecay(6.0, 2.0, end=5.0), ValueError,
+         "start` on the ceiling's side of `end`"),
         (lambda: schedules.Piecewise([3, 3], [1, 2, 3]), ValueError, "increase"),
         (lambda: schedules.Piecewise([3], [1.0]), ValueError, "one more value"),
         (lambda: schedules.WarmupHold(1.0, -1), ValueError, "warmup_steps >= 0"),

@@ -143,7 +143,7 @@ def test_prepare_rejects_bad_arguments(mock_tfds):
         kd.tfds_data.prepare(np.zeros((4, 28, 28, 1)))
     with pytest.raises(ValueError, match="batch_size"):
         kd.tfds_data.prepare(supervised, batch_size=0)
-    with pytest.raises(ValueError, match="shuffle"):
+    with pytest.raises(TypeError, match="shuffle"):
         kd.tfds_data.prepare(supervised, shuffle=True)
     with pytest.raises(ValueError, match="rescale"):
         kd.tfds_data.prepare(supervised, rescale=-1.0)

@@ -184,10 +184,7 @@ def teacher_layer_names(distillation_losses):
         return []
     if not isinstance(distillation_losses, (list, tuple)):
         distillation_losses = [distillation_losses]
-    names = [
-        getattr(keras_compat.as_distillation_loss(loss), "teacher_layer_name", None)
-        for loss in distillation_losses
-    ]
+    names = [keras_compat.teacher_layer_name(loss) for loss in distillation_losses]
     return list(dict.fromkeys(name for name in names if name is not None))
 
 
@@ -224,7 +221,9 @@ def read(x, teacher, layer_names, student):
     Example:
 
     ```python
-    inputs, teacher_taps = kerasdistill.cache.read(x, teacher, [], student)
+    cached = kerasdistill.cache_teacher_outputs(teacher, x, batch_size=8)
+    batch = next(iter(cached))  # a cached batch without labels: its `x`
+    inputs, teacher_taps = kerasdistill.cache.read(batch, teacher, [], student)
     ```
     """
     check_cached(x, teacher, layer_names)
@@ -291,17 +290,13 @@ def _check_batch_size(batch_size, shuffle):
     if batch_size is None:
         if shuffle is not True:
             raise ValueError(
-                "`shuffle` applies to the batches the cache yields, but "
-                f"batch_size=None. Received: shuffle={shuffle!r}. Pass a "
+                "Expected shuffle=True (the default) with batch_size=None: "
+                "`shuffle` applies to the batches the cache yields. Received: "
+                f"shuffle={shuffle!r}. Pass a "
                 "batch_size, or shuffle the single samples yourself."
             )
         return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(
-            "Expected `batch_size` to be an integer or None. Received: "
-            f"batch_size={batch_size!r} of type {type(batch_size).__name__}"
-        )
-    checks.check_positive(batch_size, "batch_size")
+    checks.check_positive_int(batch_size, "batch_size")
     if not isinstance(shuffle, bool):
         raise TypeError(
             f"Expected `shuffle` to be True or False. Received: shuffle={shuffle!r}"

@@ -147,9 +147,9 @@ def prepare(
             "Expected `dataset` to be a tf.data.Dataset (e.g. from "
             f"kerasdistill.tfds_data.load). Received: {type(dataset).__name__}"
         )
-    _check_count(batch_size, "batch_size")
+    checks.check_positive_int(batch_size, "batch_size")
     if shuffle is not None:
-        _check_count(shuffle, "shuffle")
+        checks.check_positive_int(shuffle, "shuffle")
     if rescale is not None:
         checks.check_positive(rescale, "rescale")
     select = _selector(dataset.element_spec, labels, image_key, label_key)
@@ -253,13 +253,6 @@ def _selector(spec, labels, image_key, label_key):
         "as_supervised=True)), of feature dicts or of images alone. "
         f"Received elements of {spec}."
     )
-
-
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Expected `{name}` to be an integer >= 1. Received: {name}={value!r}"
-        )
 
 
 def _not_on_disk(name, builder, reason):

@@ -216,15 +216,16 @@ def export_student(
         )
     if format == "saved_model" and quantization is not None:
         raise ValueError(
-            "Quantization applies to TFLite exports only. Received: "
+            "Expected quantization=None for a SavedModel: quantization "
+            "applies to TFLite exports only. Received: "
             f"format='saved_model', quantization={quantization!r}. Pass "
             "format='tflite' (and a path ending in .tflite)."
         )
     _check_io_types(input_type, output_type, quantization)
     if quantization == "int8" and representative_data is None:
         raise ValueError(
-            "Full-integer quantization (quantization='int8') needs "
-            "`representative_data` to calibrate the activation ranges. "
+            "Expected `representative_data` with quantization='int8': "
+            "full-integer quantization calibrates the activation ranges on it. "
             "Received: representative_data=None. Pass a few hundred typical "
             "inputs, e.g. representative_data=x_train[:300] or a tf.data "
             "dataset of them."
@@ -286,7 +287,8 @@ def _check_io_types(input_type, output_type, quantization):
         checks.check_choice(value, _IO_TYPES, name)
         if value != "float32" and quantization != "int8":
             raise ValueError(
-                f"{name}={value!r} needs full-integer quantization. Received: "
+                f"Expected quantization='int8' with {name}={value!r}, which "
+                f"needs full-integer quantization. Received: "
                 f"quantization={quantization!r}. Pass quantization='int8' "
                 f"(with representative_data), or {name}='float32'."
             )
@@ -319,8 +321,8 @@ def _student_of(distiller_or_model):
     checks.check_model(model, "student")
     if not model.built:
         raise ValueError(
-            f"Expected a built student, but '{model.name}' is not built, so "
-            "it has no weights to export. Train it, call it on a batch, or "
+            f"Expected a built student. Received '{model.name}', which is not "
+            "built, so it has no weights to export. Train it, call it on a batch, or "
             "call `student.build(input_shape)` first."
         )
     return model
@@ -333,7 +335,7 @@ def _make_room(path, format, overwrite):
         return
     if not overwrite:
         raise FileExistsError(
-            f"Expected a new path, but '{path}' exists. Pass overwrite=True "
+            f"Expected a new path. Received: path='{path}', which exists. Pass overwrite=True "
             "to replace it, or choose another path."
         )
     if format == "tflite" and os.path.isfile(path):
@@ -346,8 +348,9 @@ def _make_room(path, format, overwrite):
         return
     kind = "a file" if format == "tflite" else "a SavedModel directory"
     raise FileExistsError(
-        f"overwrite=True replaces {kind} only, and '{path}' is not one. "
-        "Choose another path, or remove it yourself."
+        f"Expected {kind} at '{path}' to replace (overwrite=True replaces "
+        f"only that). Received a path that is not one. Choose another path, "
+        "or remove it yourself."
     )
 
 
@@ -420,9 +423,10 @@ def _random_samples(spec):
         np.dtype(spec.dtype), np.floating
     ):
         raise ValueError(
-            f"The student's input (shape {tuple(spec.shape)}, dtype "
-            f"{spec.dtype}) is not a fixed-shape float tensor, so no inputs "
-            "can be generated for the parity check. Pass `sample_inputs` "
+            "Expected a student input of fixed shape and float dtype, from "
+            "which random inputs for the parity check are generated. "
+            f"Received an input of shape {tuple(spec.shape)}, dtype "
+            f"{spec.dtype}. Pass `sample_inputs` "
             "(or `representative_data`)."
         )
     rng = np.random.default_rng(0)
@@ -447,14 +451,17 @@ def _compare(
 ):
     if not np.all(np.isfinite(reference)):
         raise ValueError(
-            "The Keras student returns NaN or infinite outputs on the sample "
-            "inputs, so the export cannot be checked. Check the student (and "
+            "Expected the Keras student's outputs on the sample inputs to be "
+            "finite, to check the export against them. Received NaN or "
+            "infinite outputs. Check the student (and "
             "the sample inputs) before exporting."
         )
     if exported.shape != reference.shape:
         raise ValueError(
-            f"The exported model at '{path}' returns outputs of shape "
-            f"{exported.shape}, the Keras student {reference.shape}."
+            f"Expected the exported model at '{path}' to return the Keras "
+            f"student's output shape {reference.shape}. Received outputs of "
+            f"shape {exported.shape}. Export it with `student.export(...)` "
+            "and check it yourself."
         )
     if not np.all(np.isfinite(exported)):
         bad = int(np.sum(~np.all(np.isfinite(exported.reshape(len(exported), -1)), 1)))

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import tree
 
+from kerasdistill import _training
 from kerasdistill import checks
 from kerasdistill.deploy import plots
 
@@ -115,7 +116,7 @@ def report(
         checks.check_model(model, name)
     if task is not None:
         checks.check_choice(task, TASKS, "task")
-    _check_count(latency_runs, "latency_runs")
+    checks.check_positive_int(latency_runs, "latency_runs")
     history = None if history is None else plots.history_dict(history)
 
     batches = _as_batches(data, batch_size, teacher)
@@ -164,7 +165,7 @@ def format_report(figures):
     Example:
 
     ```python
-    print(kerasdistill.format_report(kerasdistill.report(t, s, (x, y))))
+    print(kerasdistill.format_report(kerasdistill.report(teacher, student, (x, y))))
     ```
     """
     header, rows = _table(figures)
@@ -224,7 +225,7 @@ def _as_batches(data, batch_size, model):
     if dataset_type is not None and isinstance(data, dataset_type):
         if batch_size is not None:
             raise ValueError(
-                "Received batch_size with a tf.data.Dataset, which is "
+                "Expected batch_size=None with a tf.data.Dataset, which is "
                 f"already batched. Received: batch_size={batch_size}. Batch "
                 "the dataset with `.batch(n)` and leave batch_size=None."
             )
@@ -239,7 +240,7 @@ def _as_batches(data, batch_size, model):
         )
     x, y = _as_inputs(data[0]), _as_array(data[1])
     batch_size = 32 if batch_size is None else batch_size
-    _check_count(batch_size, "batch_size")
+    checks.check_positive_int(batch_size, "batch_size")
     x_count, y_count = len(tree.flatten(x)[0]), len(y)
     if x_count != y_count or y_count == 0:
         raise ValueError(
@@ -279,28 +280,21 @@ def _check_dataset(dataset, model):
     infinite = sys.modules["tensorflow"].data.INFINITE_CARDINALITY
     if dataset.cardinality() == infinite:
         raise ValueError(
-            "Expected a finite dataset, but it repeats forever. Pass it "
+            "Expected a finite dataset. Received one that repeats forever. Pass it "
             "without `.repeat()` or take a part of it with `.take(n)`."
         )
-    inputs = _symbolic_inputs(model)
+    inputs = checks.symbolic_inputs(model) or []
     x_spec = tree.flatten(spec[0])
     if inputs and len(inputs) == len(x_spec):
         for tensor, element in zip(inputs, x_spec):
             if len(element.shape) == len(tensor.shape) - 1:
                 raise ValueError(
-                    "Expected a dataset of batches, but its inputs have shape "
-                    f"{tuple(element.shape)} and the model expects "
-                    f"{tuple(tensor.shape)}: it looks unbatched. Call "
+                    "Expected a dataset of batches of the model's input shape "
+                    f"{tuple(tensor.shape)}. Received inputs of shape "
+                    f"{tuple(element.shape)}: it looks unbatched. Call "
                     "`.batch(n)` on it."
                 )
     return dataset
-
-
-def _symbolic_inputs(model):
-    try:
-        return list(model.inputs or [])
-    except (AttributeError, ValueError):
-        return []
 
 
 def _predict(models, batches):
@@ -458,9 +452,7 @@ def _without_optimizer(model):
     (a `.keras` file always saves a built optimizer)."""
     if getattr(model, "optimizer", None) is None:
         return model
-    config = keras.saving.serialize_keras_object(model)
-    config.pop("compile_config", None)
-    copy = keras.saving.deserialize_keras_object(config)
+    copy = keras.saving.deserialize_keras_object(_training.serialize_uncompiled(model))
     copy.set_weights(model.get_weights())
     return copy
 
@@ -473,11 +465,6 @@ def _student_vs_teacher(figures, metric):
         "speedup": teacher["latency_ms"] / student["latency_ms"],
         "metric_delta": student[metric] - teacher[metric],
     }
-
-
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Expected {name} to be an integer >= 1. Received: {name}={value!r}")
 
 
 def _columns(task):

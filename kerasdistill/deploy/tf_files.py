@@ -18,7 +18,7 @@ def input_signature(student):
     list of positional arguments holding `keras.InputSpec`s whose batch
     dimension is free (a Sequential model: its inputs; a functional one: its
     input structure; a subclassed one: the shape it was built with)."""
-    symbolic = _symbolic_inputs(student)
+    symbolic = checks.symbolic_inputs(student) or []
     if isinstance(student, keras.Sequential) and symbolic:
         signature = [_spec(tensor.shape, tensor.dtype, tensor.name) for tensor in symbolic]
     elif symbolic:
@@ -49,13 +49,6 @@ def input_signature(student):
             "it with `student.export(...)` and check it yourself."
         )
     return signature
-
-
-def _symbolic_inputs(model):
-    try:
-        return list(model.inputs or [])
-    except (AttributeError, ValueError):
-        return []
 
 
 def _is_shape(shape):

@@ -12,6 +12,7 @@ import keras
 
 from kerasdistill import checks
 from kerasdistill.deploy import trial
+from kerasdistill.losses import base as losses_base
 from kerasdistill.losses import keras_compat
 from kerasdistill.losses import logits
 
@@ -161,7 +162,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         if temperature is not None:
             tempered = [
                 loss for loss in distillation_losses
-                if isinstance(getattr(loss, "temperature", None), keras.Variable)
+                if loss.temperature is not None
             ]
             if not tempered:
                 raise ValueError(
@@ -296,16 +297,10 @@ def _hp_value(hp, name, spec):
 
 def _copy_loss(loss):
     """A new loss with the same configuration (and fresh state) for a trial."""
-    try:
-        return keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(loss)
-        )
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Could not copy the distillation loss {loss!r} for a new trial "
-            f"through its config ({error}). Pass `distillation_losses` as a "
-            "function `distillation_losses(hp)` that returns new losses."
-        ) from error
+    return losses_base.copy_loss(
+        loss, fix="Pass `distillation_losses` as a function "
+        "`distillation_losses(hp)` that returns new losses."
+    )
 
 
 def _copy_optimizer(optimizer):

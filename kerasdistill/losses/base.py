@@ -6,6 +6,28 @@ returns one value per sample. The `Distiller` weights those values by
 does (`"sum_over_batch_size"`, scaled for the replicas of a distribution
 strategy), so the distillation term and the student's own loss are on the
 same footing.
+
+The protocol (the names are `keras.distillation`'s where it has one); every
+model that trains with a loss (`Distiller`, `SelfDistiller`,
+`DeepSupervision`, `MutualLearning`), the teacher-output cache and the
+schedule callbacks read a loss through it alone:
+
+- `teacher_layer_name` / `student_layer_name`: the layer each network taps
+  for this loss, or `None` for its final outputs;
+- `temperature`: the temperature variable a `TemperatureScheduler` drives,
+  or `None`;
+- `validate_model_compatibility(teacher, student)`: checks only, before
+  training; raises a `ValueError` and changes nothing;
+- `build_for(teacher, student)`: creates the state that depends on the
+  models (`FeatureDistillation`'s adapter), after the checks;
+- `prepare(teacher, student)`: the two above, in order; what a model calls
+  once per teacher when it is created;
+- `validate_outputs(teacher_outputs, student_outputs)`: checks at each step;
+- `compute_loss(teacher_outputs, student_outputs, sample_weight, y_true,
+  training)`: the scalar loss.
+
+A loss of another kind (a `keras.distillation` loss) is translated into one
+that follows it by `kerasdistill.losses.keras_compat.as_distillation_loss`.
 """
 
 import inspect
@@ -37,7 +59,10 @@ class DistillationLoss(keras.layers.Layer):
     `mixed_float16`), applies the sample weights and reduces.
 
     Set `teacher_layer_name` / `student_layer_name` to compare intermediate
-    layer outputs instead of the final outputs.
+    layer outputs instead of the final outputs. The other methods of the
+    protocol (see `kerasdistill.losses.base`) check and build the loss for
+    the models it compares; their defaults accept any models and build
+    nothing.
 
     Example:
 
@@ -54,6 +79,7 @@ class DistillationLoss(keras.layers.Layer):
 
     teacher_layer_name = None
     student_layer_name = None
+    temperature = None
 
     def __init__(self, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -134,7 +160,55 @@ class DistillationLoss(keras.layers.Layer):
 
     def validate_model_compatibility(self, teacher, student):
         """Raises a `ValueError` before training when this loss cannot
-        compare `teacher` with `student`."""
+        compare `teacher` with `student`; checks only, changes nothing."""
+
+    def build_for(self, teacher, student):
+        """Creates the state this loss needs for `teacher` and `student`
+        (e.g. a learned adapter), once their compatibility is checked.
+
+        Called once per teacher; a later call for models whose tapped
+        shapes differ from the first raises a `ValueError`. Builds nothing
+        by default."""
+
+    def prepare(self, teacher, student):
+        """Checks this loss against `teacher` and `student`, then builds it
+        for them: what each model that trains with it does when created.
+
+        Example:
+
+        ```python
+        loss = kerasdistill.FeatureDistillation("mse", "t_hidden", "s_hidden")
+        loss.prepare(teacher, student)  # checks the layers, builds the adapter
+        ```
+        """
+        self.validate_model_compatibility(teacher, student)
+        self.build_for(teacher, student)
+
+
+def copy_loss(loss, fix):
+    """A new loss with `loss`'s configuration and fresh state (no adapter
+    built, no running statistics), through its config; `fix` says how to do
+    without a copy when it cannot be made.
+
+    Example:
+
+    ```python
+    fresh = kerasdistill.losses.base.copy_loss(
+        kerasdistill.LogitsDistillation(4.0), fix="Build the loss anew."
+    )
+    ```
+    """
+    try:
+        return keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(loss)
+        )
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as error:
+        raise TypeError(
+            "Expected a distillation loss that can be copied from its config "
+            "(registered with keras.saving.register_keras_serializable, with "
+            f"a get_config). Received: {loss!r} of type {type(loss).__name__}, "
+            f"which cannot ({error}). {fix}"
+        ) from error
 
 
 def _call_arguments(loss):

@@ -100,7 +100,7 @@ def attention_transfer(teacher, student, p=2):
     Example:
 
     ```python
-    kerasdistill.losses.attention_transfer(t, s)
+    kerasdistill.losses.attention_transfer(t_maps, s_maps)
     ```
 
     Reference:

@@ -45,7 +45,8 @@ class FeatureDistillation(base.DistillationLoss):
     widths differ. The adapter belongs to this loss: it trains with the
     student (the `Distiller`'s trainable variables include it), is saved
     with the `Distiller`, and is never part of `distiller.student`. It is
-    built from the symbolic shapes when the `Distiller` is created.
+    built from the symbolic shapes when the `Distiller` is created
+    (`build_for`); `validate_model_compatibility` only checks them.
 
     The relational losses (`similarity_preserving`, `rkd_*`, `pkt`) are not
     per-sample: each sample gets its share of the batch's terms (its row,
@@ -59,16 +60,19 @@ class FeatureDistillation(base.DistillationLoss):
         student_layer_name: The student layer to tap, or `None`.
         adapter: `"auto"` (default), `None` (shapes must already match) or
             a `keras.layers.Layer` applied to the student's feature.
-        adapter_batchnorm: Whether an automatic adapter for sequences and
-            feature maps ends with `BatchNormalization`. Defaults to False.
+        adapter_batchnorm: Whether the automatic adapter's 1x1 convolution
+            (sequences and feature maps whose channels differ) is followed
+            by `BatchNormalization`. `True` with another adapter, or where
+            the adapter has no convolution, raises a `ValueError`. Defaults
+            to False.
         name: Optional name.
 
     Example:
 
     ```python
     hint = kerasdistill.FeatureDistillation(
-        loss="attention_transfer",
-        teacher_layer_name="block3_out", student_layer_name="block2_out",
+        loss="similarity_preserving",
+        teacher_layer_name="block2_out", student_layer_name="block1_out",
     )
     distiller = kerasdistill.Distiller(
         teacher, student, [kerasdistill.LogitsDistillation(), hint],
@@ -108,6 +112,13 @@ class FeatureDistillation(base.DistillationLoss):
                 "Expected `adapter_batchnorm` to be True or False. Received: "
                 f"adapter_batchnorm={adapter_batchnorm!r}"
             )
+        if adapter_batchnorm and adapter != "auto":
+            raise ValueError(
+                "Expected adapter_batchnorm=True only with adapter='auto' (it "
+                "ends the automatic adapter with BatchNormalization). "
+                f"Received: adapter={adapter!r}. Put the BatchNormalization "
+                "in your own adapter, or pass adapter='auto'."
+            )
         self.loss = loss
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
@@ -135,11 +146,7 @@ class FeatureDistillation(base.DistillationLoss):
                 raise ValueError(self._not_one_tensor(role, outputs))
 
     def validate_model_compatibility(self, teacher, student):
-        teacher_spec = taps.feature_spec(teacher, self.teacher_layer_name, "teacher")
-        student_spec = taps.feature_spec(student, self.student_layer_name, "student")
-        for spec, role in ((teacher_spec, "teacher"), (student_spec, "student")):
-            if spec is not None and not hasattr(spec, "shape"):
-                raise ValueError(self._not_one_tensor(role, spec))
+        teacher_spec, student_spec = self._tapped_specs(teacher, student)
         if teacher_spec is None or student_spec is None:
             if self._adapter_mode == "layer":
                 raise ValueError(
@@ -149,12 +156,30 @@ class FeatureDistillation(base.DistillationLoss):
                     "student on a batch before creating the Distiller."
                 )
             return  # shapes are checked at the first step
-        self._resolve(tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:]))
+        self._check_shapes(
+            tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:])
+        )
 
-    def _resolve(self, teacher_shape, student_shape, called_on=None):
-        """Builds (or checks) the adapter for these tapped shapes;
-        `called_on` is the student feature when resolved at a call, where
-        an adapter can be built eagerly but not inside a traced step."""
+    def build_for(self, teacher, student):
+        """Builds the adapter for the tapped shapes (known from the symbolic
+        outputs; for a subclassed model never called, at the first step)."""
+        teacher_spec, student_spec = self._tapped_specs(teacher, student)
+        if teacher_spec is not None and student_spec is not None:
+            self._resolve(
+                tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:])
+            )
+
+    def _tapped_specs(self, teacher, student):
+        teacher_spec = taps.feature_spec(teacher, self.teacher_layer_name, "teacher")
+        student_spec = taps.feature_spec(student, self.student_layer_name, "student")
+        for spec, role in ((teacher_spec, "teacher"), (student_spec, "student")):
+            if spec is not None and not hasattr(spec, "shape"):
+                raise ValueError(self._not_one_tensor(role, spec))
+        return teacher_spec, student_spec
+
+    def _check_shapes(self, teacher_shape, student_shape):
+        """Raises a `ValueError` when these tapped shapes cannot be compared
+        (or differ from those the loss was built for); builds nothing."""
         if (teacher_shape, student_shape) == self._adapted_shapes:
             return
         if self._adapted_shapes is not None and (
@@ -168,6 +193,32 @@ class FeatureDistillation(base.DistillationLoss):
                 f"Received {teacher_shape} and {student_shape}. Tap layers of "
                 "the same shape in every teacher, or use a new loss object."
             )
+        if self._adapter_mode == "auto":
+            adapters.check_adapter(
+                student_shape, teacher_shape, self._match, self.adapter_batchnorm
+            )
+        elif self._adapter_mode is None and adapters.mismatch(
+            student_shape, teacher_shape, self._match
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: expected the tapped teacher and "
+                f"student features to have {self._what()} with "
+                f"adapter=None. Received: teacher "
+                f"'{self.teacher_layer_name or 'output'}' {teacher_shape}, "
+                f"student '{self.student_layer_name or 'output'}' "
+                f"{student_shape}. Pass adapter='auto' to learn a "
+                "projection, or tap layers of matching shapes."
+            )
+
+    def _resolve(self, teacher_shape, student_shape, called_on=None):
+        """Checks these tapped shapes and builds the adapter for them;
+        `called_on` is the student feature when resolved at a call, where
+        an adapter can be built eagerly but not inside a traced step."""
+        if (teacher_shape, student_shape) == self._adapted_shapes:
+            return
+        self._check_shapes(teacher_shape, student_shape)
+        if self._adapted_shapes is not None:
+            return  # another teacher's feature of a compatible shape
         if self._adapter_mode == "layer":
             adapted = tuple(
                 self.adapter(keras.KerasTensor((None, *student_shape))).shape[1:]
@@ -179,17 +230,9 @@ class FeatureDistillation(base.DistillationLoss):
                     f"{teacher_shape} ({self._what()}). Received an adapter "
                     f"output of shape {adapted}."
                 )
-        elif adapters.mismatch(student_shape, teacher_shape, self._match):
-            if self._adapter_mode is None:
-                raise ValueError(
-                    f"{type(self).__name__}: expected the tapped teacher and "
-                    f"student features to have {self._what()} with "
-                    f"adapter=None. Received: teacher "
-                    f"'{self.teacher_layer_name or 'output'}' {teacher_shape}, "
-                    f"student '{self.student_layer_name or 'output'}' "
-                    f"{student_shape}. Pass adapter='auto' to learn a "
-                    "projection, or tap layers of matching shapes."
-                )
+        elif self._adapter_mode == "auto" and adapters.mismatch(
+            student_shape, teacher_shape, self._match
+        ):
             if called_on is not None and _tracing(called_on):
                 raise ValueError(
                     f"{type(self).__name__}: adapter='auto' must be built before "
@@ -202,8 +245,7 @@ class FeatureDistillation(base.DistillationLoss):
                 student_shape, teacher_shape, self._match,
                 self.adapter_batchnorm, name=f"{self.name}_adapter",
             )
-        if self._adapted_shapes is None:
-            self._adapted_shapes = (teacher_shape, student_shape)
+        self._adapted_shapes = (teacher_shape, student_shape)
 
     def _what(self):
         return {

@@ -6,24 +6,32 @@ kerasdistill equivalents, which compute the loss on softened probabilities
 (the built-in applies its default KL to raw scaled logits), honour
 `sample_weight` and carry a schedulable temperature. Any other object with a
 `compute_loss(teacher_outputs, student_outputs)` method (a custom subclass of
-`keras.distillation.DistillationLoss`) is used as it is.
+`keras.distillation.DistillationLoss`) is wrapped in a
+`KerasDistillationLoss`, which follows kerasdistill's loss protocol
+(`kerasdistill.losses.base`) and calls the object's own methods: this module
+is the only place that reads a loss that is not a
+`kerasdistill.DistillationLoss`.
 """
 
 import keras
+from keras import ops
 from keras import tree
 
+from kerasdistill import reduction
 from kerasdistill.losses import base
 from kerasdistill.losses import features
 from kerasdistill.losses import logits
 
 
 def as_distillation_loss(loss):
-    """Returns a kerasdistill loss for `loss`, or `loss` itself.
+    """Returns `loss` as a `kerasdistill.DistillationLoss`.
 
     Example:
 
     ```python
-    loss = as_distillation_loss(keras.distillation.LogitsDistillation(4.0))
+    loss = kerasdistill.losses.keras_compat.as_distillation_loss(
+        keras.distillation.LogitsDistillation(4.0)
+    )
     assert isinstance(loss, kerasdistill.LogitsDistillation)
     ```
     """
@@ -36,7 +44,6 @@ def as_distillation_loss(loss):
             return logits.LogitsDistillation(
                 temperature=loss.temperature, loss=spec
             )
-        return loss
     if builtin is not None and isinstance(loss, builtin.FeatureDistillation):
         flat = tree.flatten(loss.loss)
         if len(flat) == 1:
@@ -45,14 +52,101 @@ def as_distillation_loss(loss):
                 teacher_layer_name=loss.teacher_layer_name,
                 student_layer_name=loss.student_layer_name,
             )
-        return loss
-    if callable(getattr(loss, "compute_loss", None)):
-        return loss
-    raise TypeError(
-        "Expected each distillation loss to be a kerasdistill.DistillationLoss "
-        "(e.g. kerasdistill.LogitsDistillation()) or a keras.distillation "
-        f"loss. Received: {loss!r} of type {type(loss).__name__}"
-    )
+    _check_loss(loss)
+    return KerasDistillationLoss(loss)
+
+
+def teacher_layer_name(loss):
+    """The teacher layer that `loss` (of any accepted kind) taps, or `None`,
+    read without creating a loss object.
+
+    Example:
+
+    ```python
+    hint = keras.distillation.FeatureDistillation("mse", "t_hidden", "s_hidden")
+    kerasdistill.losses.keras_compat.teacher_layer_name(hint)  # "t_hidden"
+    ```
+    """
+    if isinstance(loss, base.DistillationLoss):
+        return loss.teacher_layer_name
+    _check_loss(loss)
+    return getattr(loss, "teacher_layer_name", None)
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class KerasDistillationLoss(base.DistillationLoss):
+    """A `keras.distillation`-style loss object, used through kerasdistill's
+    loss protocol: its own `compute_loss`, `validate_outputs` and
+    `validate_model_compatibility`, and its tapped layers.
+
+    Such a loss returns one value for the whole batch, so it cannot apply
+    sample weights (a `ValueError` says so), and it counts once under a
+    distribution strategy. `as_distillation_loss` creates it for any loss
+    it does not translate.
+
+    Args:
+        loss: An object with a `compute_loss(teacher_outputs,
+            student_outputs)` method, such as a subclass of
+            `keras.distillation.DistillationLoss`.
+        name: Optional name.
+
+    Example:
+
+    ```python
+    class MeanGap(keras.distillation.DistillationLoss):
+        def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+            return keras.ops.mean(keras.ops.abs(teacher_outputs - student_outputs))
+
+    loss = kerasdistill.losses.keras_compat.KerasDistillationLoss(MeanGap())
+    ```
+    """
+
+    def __init__(self, loss, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(loss, dict) and "class_name" in loss:
+            loss = keras.saving.deserialize_keras_object(loss)
+        _check_loss(loss)
+        self.loss = loss
+        self.teacher_layer_name = getattr(loss, "teacher_layer_name", None)
+        self.student_layer_name = getattr(loss, "student_layer_name", None)
+
+    def compute_loss(self, teacher_outputs, student_outputs, sample_weight=None,
+                     y_true=None, training=None):
+        """The wrapped loss's value for the batch, scaled for the replicas
+        of a distribution strategy; `y_true` and `training` are unused."""
+        if sample_weight is not None:
+            raise ValueError(
+                f"{type(self.loss).__name__} returns one value per batch, so "
+                "it cannot apply the `sample_weight` / `class_weight` given to "
+                "fit(). Subclass kerasdistill.DistillationLoss and return one "
+                "value per sample from `call`, or fit without sample weights."
+            )
+        value = ops.cast(self.loss.compute_loss(teacher_outputs, student_outputs), "float32")
+        return reduction.scale_for_replicas(value)
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        validate = getattr(self.loss, "validate_outputs", None)
+        if validate is not None:
+            validate(teacher_outputs, student_outputs)
+
+    def validate_model_compatibility(self, teacher, student):
+        validate = getattr(self.loss, "validate_model_compatibility", None)
+        if validate is not None:
+            validate(teacher, student)
+
+    def get_config(self):
+        config = super().get_config()
+        config["loss"] = keras.saving.serialize_keras_object(self.loss)
+        return config
+
+
+def _check_loss(loss):
+    if not callable(getattr(loss, "compute_loss", None)):
+        raise TypeError(
+            "Expected each distillation loss to be a kerasdistill.DistillationLoss "
+            "(e.g. kerasdistill.LogitsDistillation()) or a keras.distillation "
+            f"loss. Received: {loss!r} of type {type(loss).__name__}"
+        )
 
 
 def _logits_loss_name(loss_fn):

@@ -49,21 +49,6 @@ def teacher_bounded_regression(y_true, teacher_pred, student_pred, margin=0.0):
     )
 
 
-def _mse(teacher, student):
-    return ops.mean(ops.square(student - teacher), axis=-1)
-
-
-def _mae(teacher, student):
-    return ops.mean(ops.abs(student - teacher), axis=-1)
-
-
-def _huber(teacher, student, delta):
-    error = ops.abs(student - teacher)
-    quadratic = ops.minimum(error, delta)
-    linear = error - quadratic
-    return ops.mean(0.5 * ops.square(quadratic) + delta * linear, axis=-1)
-
-
 _REGRESSION_LOSSES = ("mse", "mae", "huber", "teacher_bounded")
 
 
@@ -80,8 +65,10 @@ class RegressionDistillation(base.DistillationLoss):
 
     Args:
         loss: One of `"mse"`, `"mae"`, `"huber"`, `"teacher_bounded"`.
-        delta: Huber threshold, > 0. Defaults to 1.0.
-        margin: Margin of `"teacher_bounded"`, >= 0. Defaults to 0.0.
+        delta: Huber threshold, > 0, `loss="huber"` only. Defaults to 1.0
+            there.
+        margin: Margin of `"teacher_bounded"`, >= 0, that loss only.
+            Defaults to 0.0 there.
         name: Optional name.
 
     Example:
@@ -99,11 +86,24 @@ class RegressionDistillation(base.DistillationLoss):
         Knowledge Distillation", NeurIPS 2017 (teacher-bounded loss).
     """
 
-    def __init__(self, loss="mse", delta=1.0, margin=0.0, name=None, **kwargs):
+    def __init__(self, loss="mse", delta=None, margin=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         checks.check_choice(loss, _REGRESSION_LOSSES, "loss")
-        checks.check_positive(delta, "delta")
-        checks.check_non_negative(margin, "margin")
+        for value, argument, owner in ((delta, "delta", "huber"),
+                                       (margin, "margin", "teacher_bounded")):
+            if value is not None and loss != owner:
+                raise ValueError(
+                    f"Expected `{argument}` only with loss={owner!r}, which "
+                    f"uses it. Received: {argument}={value!r} with "
+                    f"loss={loss!r}. Drop `{argument}`, or pass "
+                    f"loss={owner!r}."
+                )
+        if loss == "huber":
+            delta = 1.0 if delta is None else delta
+            checks.check_positive(delta, "delta")
+        if loss == "teacher_bounded":
+            margin = 0.0 if margin is None else margin
+            checks.check_non_negative(margin, "margin")
         self.loss = loss
         self.delta = delta
         self.margin = margin
@@ -119,11 +119,11 @@ class RegressionDistillation(base.DistillationLoss):
 
         def per_output(_, teacher, student, labels):
             if self.loss == "mse":
-                return _mse(teacher, student)
+                return keras.losses.mean_squared_error(teacher, student)
             if self.loss == "mae":
-                return _mae(teacher, student)
+                return keras.losses.mean_absolute_error(teacher, student)
             if self.loss == "huber":
-                return _huber(teacher, student, self.delta)
+                return keras.losses.huber(teacher, student, delta=self.delta)
             return teacher_bounded_regression(
                 labels, teacher, student, self.margin
             )
@@ -149,3 +149,14 @@ class RegressionDistillation(base.DistillationLoss):
             {"loss": self.loss, "delta": self.delta, "margin": self.margin}
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Also reads kerasdistill 0.1.0's configs, which saved the default
+        `delta=1.0` and `margin=0.0` whatever the loss."""
+        config = dict(config)
+        if config.get("loss") != "huber" and config.get("delta") == 1.0:
+            config["delta"] = None
+        if config.get("loss") != "teacher_bounded" and config.get("margin") == 0.0:
+            config["margin"] = None
+        return cls(**config)

@@ -65,11 +65,11 @@ class DifficultyWeighted(base.DistillationLoss):
     def __init__(self, loss, beta=1.0, scale=0.3, momentum=0.9, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         loss = keras_compat.as_distillation_loss(loss)
-        if not isinstance(loss, base.DistillationLoss):
+        if isinstance(loss, keras_compat.KerasDistillationLoss):
             raise TypeError(
                 "DifficultyWeighted needs one loss value per sample, so it "
                 "wraps a kerasdistill.DistillationLoss. Received "
-                f"{type(loss).__name__}, which returns one value per batch. "
+                f"{type(loss.loss).__name__}, which returns one value per batch. "
                 "Subclass kerasdistill.DistillationLoss and return one value "
                 "per sample from `call`."
             )
@@ -103,10 +103,17 @@ class DifficultyWeighted(base.DistillationLoss):
     @property
     def temperature(self):
         """The wrapped loss's temperature variable, or `None`."""
-        return getattr(self.loss, "temperature", None)
+        return self.loss.temperature
 
     @temperature.setter
     def temperature(self, value):
+        if self.loss.temperature is None:
+            raise ValueError(
+                "Expected the wrapped loss to have a temperature to set. "
+                f"Received: temperature={value!r} for a wrapped "
+                f"{type(self.loss).__name__}, which has none. Set the "
+                "temperature of a loss that has one (e.g. LogitsDistillation)."
+            )
         self.loss.temperature = value
 
     def call(self, teacher_outputs, student_outputs, y_true=None, training=None):
@@ -136,6 +143,9 @@ class DifficultyWeighted(base.DistillationLoss):
 
     def validate_model_compatibility(self, teacher, student):
         self.loss.validate_model_compatibility(teacher, student)
+
+    def build_for(self, teacher, student):
+        self.loss.build_for(teacher, student)
 
     def get_config(self):
         config = super().get_config()

@@ -49,8 +49,15 @@ import numpy as np
 from kerasdistill import checks
 from kerasdistill.distiller import Distiller
 from kerasdistill.schedules import curves
+from kerasdistill.self_distillation.deep_supervision import DeepSupervision
+from kerasdistill.self_distillation.mutual import MutualLearning
 
 _UPDATE_FREQS = ("epoch", "batch")
+
+# The models with an `alpha` (`student_loss_weight`) variable and
+# `distillation_losses`: what AlphaScheduler and TemperatureScheduler drive.
+# (SelfDistiller is a Distiller.)
+STUDENT_TRAINERS = (Distiller, DeepSupervision, MutualLearning)
 
 
 class ScheduleCallback(keras.callbacks.Callback):
@@ -73,6 +80,8 @@ class ScheduleCallback(keras.callbacks.Callback):
     # the batch logs, so Keras may run it on its callback thread.
     async_safe = True
     expected = "a finite number"
+    # The model types whose variable the callback drives.
+    drives = STUDENT_TRAINERS
 
     def __init__(self, schedule, update_freq="epoch", verbose=0):
         super().__init__()
@@ -94,12 +103,14 @@ class ScheduleCallback(keras.callbacks.Callback):
         return True
 
     def on_train_begin(self, logs=None):
-        if not isinstance(self.model, Distiller):
+        if not isinstance(self.model, self.drives):
+            names = [f"kerasdistill.{cls.__name__}" for cls in self.drives]
+            names = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             raise TypeError(
-                f"{type(self).__name__} drives the variables of a "
-                "kerasdistill.Distiller. Received a model of type "
-                f"{type(self.model).__name__}. Pass the callback to "
-                "`Distiller.fit()`."
+                f"Expected {type(self).__name__} to drive the variables of a "
+                f"{names}. Received a model of type "
+                f"{type(self.model).__name__}. Pass the callback to the fit() "
+                f"of a {names}."
             )
         self._variable, self.log_name = self._resolve(self.model)
         self._steps_per_epoch = (self.params or {}).get("steps")
@@ -202,6 +213,9 @@ class ScheduleCallback(keras.callbacks.Callback):
 class AlphaScheduler(ScheduleCallback):
     """Sets `alpha` (`distiller.student_loss_weight`) by a schedule.
 
+    It drives a `Distiller` (and `SelfDistiller`), and the same variable of
+    `DeepSupervision` and `MutualLearning`.
+
     `alpha` weighs the student's own loss against the distillation term:
     `alpha * student_loss + (1 - alpha) * distillation`. A falling alpha
     (for example 0.9 -> 0.3) learns from the labels first and from the
@@ -241,6 +255,9 @@ class AlphaScheduler(ScheduleCallback):
 class TemperatureScheduler(ScheduleCallback):
     """Sets the temperature of a distillation loss by a schedule.
 
+    It drives a loss of a `Distiller` (and `SelfDistiller`), or the
+    distillation loss of `DeepSupervision` and `MutualLearning`.
+
     The value is logged under the key the `Distiller` uses: `temperature`
     when one loss has a temperature, else `<loss name>_temperature`.
 
@@ -272,7 +289,7 @@ class TemperatureScheduler(ScheduleCallback):
 
     def _resolve(self, distiller):
         with_temperature = [
-            loss for loss in distiller.distillation_losses if _has_temperature(loss)
+            loss for loss in distiller.distillation_losses if loss.temperature is not None
         ]
         if self.loss is None:
             if len(with_temperature) != 1:
@@ -286,7 +303,7 @@ class TemperatureScheduler(ScheduleCallback):
             loss = with_temperature[0]
         else:
             loss = _find_loss(distiller, self.loss, "TemperatureScheduler")
-            if not _has_temperature(loss):
+            if loss.temperature is None:
                 raise ValueError(
                     f"TemperatureScheduler: the distillation loss {self.loss!r} "
                     f"({type(loss).__name__}) has no temperature variable. "
@@ -333,6 +350,7 @@ class LossWeightScheduler(ScheduleCallback):
     """
 
     expected = "a loss weight >= 0"
+    drives = (Distiller,)  # the one model with distillation loss weights
 
     def __init__(self, schedule, loss=0, update_freq="epoch", verbose=0):
         super().__init__(schedule, update_freq=update_freq, verbose=verbose)
@@ -375,10 +393,6 @@ def _print(message):
         logging.getLogger("kerasdistill").info(message)
 
 
-def _has_temperature(loss):
-    return isinstance(getattr(loss, "temperature", None), keras.Variable)
-
-
 def _check_loss_selector(loss):
     if isinstance(loss, bool) or not isinstance(loss, (numbers.Integral, str)):
         raise TypeError(
@@ -390,7 +404,7 @@ def _check_loss_selector(loss):
 
 def _find_loss(distiller, selector, owner):
     found = distiller.distillation_losses
-    names = [getattr(loss, "name", None) for loss in found]
+    names = [loss.name for loss in found]
     if isinstance(selector, str):
         if selector not in names:
             raise ValueError(

@@ -94,8 +94,8 @@ class _Transition(Schedule):
     def __init__(self, start, end, steps, begin=0):
         checks.check_number(start, "start")
         checks.check_number(end, "end")
-        _check_steps(steps, "steps", minimum=1)
-        _check_steps(begin, "begin", minimum=0)
+        checks.check_integer(steps, "steps", minimum=1)
+        checks.check_integer(begin, "begin", minimum=0)
         self.start = start
         self.end = end
         self.steps = steps
@@ -173,7 +173,9 @@ class ExponentialDecay(Schedule):
 
     `value(step) = start * rate ** (max(step - begin, 0) / decay_steps)`,
     with the exponent rounded down when `staircase=True`. `end`, when given,
-    bounds the value: a floor when `rate < 1`, a ceiling when `rate > 1`.
+    bounds the value: a floor when `rate < 1`, a ceiling when `rate > 1`
+    (so `start` must not be below a floor or above a ceiling); with
+    `rate = 1` the value stays `start`.
 
     Args:
         start: The value at step `begin` and before.
@@ -197,10 +199,18 @@ class ExponentialDecay(Schedule):
     ):
         checks.check_number(start, "start")
         checks.check_positive(rate, "rate")
-        _check_steps(decay_steps, "decay_steps", minimum=1)
-        _check_steps(begin, "begin", minimum=0)
+        checks.check_integer(decay_steps, "decay_steps", minimum=1)
+        checks.check_integer(begin, "begin", minimum=0)
         if end is not None:
             checks.check_number(end, "end")
+            if (rate < 1 and start < end) or (rate > 1 and start > end):
+                bound = "floor" if rate < 1 else "ceiling"
+                raise ValueError(
+                    f"Expected `start` on the {bound}'s side of `end` (rate="
+                    f"{rate} makes `end` a {bound}). Received: start={start}, "
+                    f"end={end}, so the value would be `end` from the first "
+                    "step. Pass a start beyond the bound, or another `end`."
+                )
         self.start = start
         self.rate = rate
         self.decay_steps = decay_steps
@@ -213,7 +223,7 @@ class ExponentialDecay(Schedule):
         if self.staircase:
             exponent = math.floor(exponent)
         value = self.start * self.rate**exponent
-        if self.end is None:
+        if self.end is None or self.rate == 1:
             return value
         return max(value, self.end) if self.rate < 1 else min(value, self.end)
 
@@ -250,7 +260,7 @@ class Piecewise(Schedule):
     def __init__(self, boundaries, values):
         boundaries, values = list(boundaries), list(values)
         for boundary in boundaries:
-            _check_steps(boundary, "each boundary", minimum=0)
+            checks.check_integer(boundary, "each boundary", minimum=0)
         for value in values:
             checks.check_number(value, "each value")
         if any(a >= b for a, b in zip(boundaries, boundaries[1:])):
@@ -296,7 +306,7 @@ class WarmupHold(Schedule):
 
     def __init__(self, value, warmup_steps, start=0.0):
         checks.check_number(value, "value")
-        _check_steps(warmup_steps, "warmup_steps", minimum=0)
+        checks.check_integer(warmup_steps, "warmup_steps", minimum=0)
         checks.check_number(start, "start")
         self.value = value
         self.warmup_steps = warmup_steps
@@ -348,13 +358,3 @@ def get(identifier):
 
 def _progress(step, begin, steps):
     return min(max((step - begin) / steps, 0.0), 1.0)
-
-
-def _check_steps(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"Expected `{name}` to be an integer. Received: {name}={value!r} "
-            f"of type {type(value).__name__}"
-        )
-    if value < minimum:
-        raise ValueError(f"Expected {name} >= {minimum}. Received: {name}={value}")

@@ -11,10 +11,10 @@ def progressive_temperature(start=10.0, factor=0.5, floor=1.0, loss=None, verbos
 
     The defaults give T = 10, 5, 2.5, 1.25, 1, 1, ...: very soft targets
     first (the teacher's dark knowledge, the relations between classes),
-    sharper ones later.
+    sharper ones later. `factor=1.0` keeps `start` throughout.
 
     Args:
-        start: The temperature of the first epoch, > 0.
+        start: The temperature of the first epoch, >= `floor`.
         factor: The factor per epoch, in (0, 1].
         floor: The lowest temperature, > 0.
         loss: Index or name of the loss whose temperature to set; defaults
@@ -40,6 +40,12 @@ def progressive_temperature(start=10.0, factor=0.5, floor=1.0, loss=None, verbos
         raise ValueError(
             f"Expected factor in (0, 1] so that the temperature falls. "
             f"Received: factor={factor}"
+        )
+    if start < floor:
+        raise ValueError(
+            f"Expected start >= floor: the temperature falls from `start` to "
+            f"`floor`. Received: start={start}, floor={floor}. Pass a lower "
+            "floor or a higher start."
         )
     return callbacks.TemperatureScheduler(
         curves.ExponentialDecay(start, factor, end=floor),
@@ -74,7 +80,7 @@ def alpha_ramp(epochs, start=0.9, end=0.3, verbose=0):
     )
     ```
     """
-    _check_epochs(epochs, "epochs")
+    checks.check_positive_int(epochs, "epochs")
     checks.check_unit_interval(start, "start")
     checks.check_unit_interval(end, "end")
     return callbacks.AlphaScheduler(
@@ -115,7 +121,7 @@ def dkd_warmup(warmup_epochs=20, weight=1.0, loss=0, verbose=0):
         (https://arxiv.org/abs/2203.08679); warm-up as in the official code,
         megvii-research/mdistiller, `mdistiller/distillers/DKD.py`.
     """
-    _check_epochs(warmup_epochs, "warmup_epochs")
+    checks.check_positive_int(warmup_epochs, "warmup_epochs")
     checks.check_non_negative(weight, "weight")
     return callbacks.LossWeightScheduler(
         curves.WarmupHold(
@@ -124,10 +130,3 @@ def dkd_warmup(warmup_epochs=20, weight=1.0, loss=0, verbose=0):
         loss=loss,
         verbose=verbose,
     )
-
-
-def _check_epochs(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Expected {name} to be an integer >= 1. Received: {name}={value!r}"
-        )

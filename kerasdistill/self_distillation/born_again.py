@@ -7,6 +7,8 @@ import keras
 
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
+from kerasdistill.losses import base as losses_base
+from kerasdistill.losses import keras_compat
 
 _MODES = ("auto", "min", "max")
 
@@ -147,6 +149,7 @@ def born_again(
     checks.check_unit_interval(student_loss_weight, "student_loss_weight")
     losses = distillation_losses
     losses = list(losses) if isinstance(losses, (list, tuple)) else [losses]
+    losses = [keras_compat.as_distillation_loss(loss) for loss in losses]
     for loss in losses:
         _copy_loss(loss)  # Fails now, not after generation 0, if it cannot.
 
@@ -283,12 +286,8 @@ def _flat_metrics(model):
 
 
 def _copy_loss(loss):
-    try:
-        return loss.__class__.from_config(loss.get_config())
-    except (AttributeError, NotImplementedError, TypeError) as error:
-        raise TypeError(
-            "Expected distillation losses that can be copied from their "
-            "config (each generation gets a fresh one), e.g. "
-            "kerasdistill.LogitsDistillation(). Received: "
-            f"{loss!r} of type {type(loss).__name__} ({error})"
-        ) from error
+    """Each generation gets a fresh loss (its own adapter, its own state)."""
+    return losses_base.copy_loss(
+        loss, fix="Pass losses of kerasdistill (e.g. kerasdistill."
+        "LogitsDistillation()), or register yours as serializable."
+    )

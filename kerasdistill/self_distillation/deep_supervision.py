@@ -20,7 +20,7 @@ from kerasdistill import taps
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class DeepSupervision(keras.Model):
+class DeepSupervision(_training.CompileFromConfig, keras.Model):
     """Trains `model` with auxiliary heads on its named layers (BYOT).
 
     Each layer in `head_layers` feeds a small head that predicts what the
@@ -125,7 +125,7 @@ class DeepSupervision(keras.Model):
         self.distillation_loss = _training.output_distillation_loss(
             distillation_loss, "DeepSupervision"
         )
-        self.distillation_loss.validate_model_compatibility(model, model)
+        self.distillation_loss.prepare(model, model)
         self._student_loss_weight = _training.non_trainable(
             "student_loss_weight", student_loss_weight
         )
@@ -150,6 +150,12 @@ class DeepSupervision(keras.Model):
 
     student_loss_weight = _training.student_loss_weight
 
+    @property
+    def distillation_losses(self):
+        """`[distillation_loss]`, as a `Distiller`'s list: what
+        `kerasdistill.callbacks.TemperatureScheduler` reads."""
+        return [self.distillation_loss]
+
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Configures training; `loss` (required) is the labels' loss of the
         final output and of every head, `metrics` apply to the final output.
@@ -166,19 +172,11 @@ class DeepSupervision(keras.Model):
         supervised.compile("adam", "mse", metrics=["mae"])
         ```
         """
-        if loss is None:
-            raise ValueError(
-                "Expected compile() to be given the labels' loss: "
-                "DeepSupervision trains the final output and every head on "
-                "the labels. Received compile() without `loss`. Pass e.g. "
-                "loss=keras.losses.SparseCategoricalCrossentropy("
-                'from_logits=True) or loss="mse".'
-            )
+        _training.require_compile_loss(
+            loss, "DeepSupervision trains the final output and every head on "
+            "the labels"
+        )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        """Compiles from `get_compile_config()` (used when loading)."""
-        _training.compile_from_config(self, config)
 
     def call(self, inputs, training=None):
         """The model's final output; the heads run in the same pass and
@@ -221,7 +219,10 @@ class DeepSupervision(keras.Model):
         loss = supervised.compute_loss(x, y, supervised(x), training=False)
         ```
         """
-        _check_labels(y)
+        _training.require_labels(
+            y, "DeepSupervision learns from labels (the final output's loss "
+            "and every head's)"
+        )
         if y_pred is None:
             y_pred = self(x, training=training)
         if head_outputs is None:
@@ -261,8 +262,7 @@ class DeepSupervision(keras.Model):
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
                 ' or loss="mse".'
             )
-        total = super().compute_loss(x, y, y_pred, sample_weight, training=False)
-        return ops.cast(total, "float32") - regularization
+        return _training.label_loss(self, x, y, y_pred, sample_weight, regularization)
 
     def get_config(self):
         config = super().get_config()
@@ -343,13 +343,3 @@ def _check_heads(heads, head_layers):
                 "layer instance, e.g. keras.layers.Dense(units)."
             )
     return dict(heads)
-
-
-def _check_labels(y):
-    if y is None:
-        raise ValueError(
-            "Expected batches with labels: DeepSupervision learns from "
-            "labels (the final output's loss and every head's). Received a "
-            "batch without labels. Pass `y` to fit() / evaluate(), or a "
-            "dataset of (x, y) pairs."
-        )

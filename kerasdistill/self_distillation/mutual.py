@@ -20,7 +20,7 @@ from kerasdistill import reduction
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class MutualLearning(keras.Model):
+class MutualLearning(_training.CompileFromConfig, keras.Model):
     """Trains `models` together, each distilling from the others (DML).
 
     The loss of model `k` on a batch is
@@ -95,8 +95,12 @@ class MutualLearning(keras.Model):
             distillation_loss, "MutualLearning"
         )
         for first, second in itertools.permutations(models, 2):
-            _check_same_inputs(first, second)
-            self.distillation_loss.validate_model_compatibility(first, second)
+            checks.check_same_inputs(
+                first, second, (f"'{first.name}'", f"'{second.name}'"),
+                expected="every model to take the same inputs",
+                fix="Build every model on the same keras.Input shapes.",
+            )
+            self.distillation_loss.prepare(first, second)
         self.models = list(models)
         self._student_loss_weight = _training.non_trainable(
             "student_loss_weight", student_loss_weight
@@ -108,6 +112,12 @@ class MutualLearning(keras.Model):
             self.built = True
 
     student_loss_weight = _training.student_loss_weight
+
+    @property
+    def distillation_losses(self):
+        """`[distillation_loss]`, as a `Distiller`'s list: what
+        `kerasdistill.callbacks.TemperatureScheduler` reads."""
+        return [self.distillation_loss]
 
     def compile(
         self, optimizer="adam", loss=None, metrics=None, weighted_metrics=None, **kwargs
@@ -128,14 +138,10 @@ class MutualLearning(keras.Model):
         mutual.compile("adam", "mse", metrics=["mae"])
         ```
         """
-        if loss is None:
-            raise ValueError(
-                "Expected compile() to be given the labels' loss: "
-                "MutualLearning trains each model on the labels and on its "
-                "peers. Received compile() without `loss`. Pass e.g. "
-                "loss=keras.losses.SparseCategoricalCrossentropy("
-                'from_logits=True) or loss="mse".'
-            )
+        _training.require_compile_loss(
+            loss, "MutualLearning trains each model on the labels and on its "
+            "peers"
+        )
         super().compile(
             optimizer=optimizer,
             loss=loss,
@@ -143,10 +149,6 @@ class MutualLearning(keras.Model):
             weighted_metrics=self._per_model(weighted_metrics),
             **kwargs,
         )
-
-    def compile_from_config(self, config):
-        """Compiles from `get_compile_config()` (used when loading)."""
-        _training.compile_from_config(self, config)
 
     def _per_model(self, metrics):
         if metrics is None or isinstance(metrics, dict):
@@ -190,13 +192,10 @@ class MutualLearning(keras.Model):
         loss = mutual.compute_loss(x, y, mutual(x), training=False)
         ```
         """
-        if y is None:
-            raise ValueError(
-                "Expected batches with labels: MutualLearning learns from "
-                "labels (each model's own loss) and from its peers. Received "
-                "a batch without labels. Pass `y` to fit() / evaluate(), or "
-                "a dataset of (x, y) pairs."
-            )
+        _training.require_labels(
+            y, "MutualLearning learns from labels (each model's own loss) "
+            "and from its peers"
+        )
         if y_pred is None:
             y_pred = self(x, training=training)
         _check_outputs(y_pred, self.models)
@@ -224,8 +223,7 @@ class MutualLearning(keras.Model):
     def _label_loss(self, x, y, output, sample_weight, regularization):
         """The compiled loss of one model's output, without the
         regularization losses (which Keras's `compute_loss` adds)."""
-        total = super().compute_loss(x, y, output, sample_weight, training=False)
-        return ops.cast(total, "float32") - regularization
+        return _training.label_loss(self, x, y, output, sample_weight, regularization)
 
     def get_config(self):
         config = super().get_config()
@@ -267,25 +265,3 @@ def _copy_metric(metric):
     if isinstance(metric, keras.metrics.Metric):
         return metric.__class__.from_config(metric.get_config())
     return metric
-
-
-def _check_same_inputs(first, second):
-    first_inputs, second_inputs = _symbolic_inputs(first), _symbolic_inputs(second)
-    if not first_inputs or not second_inputs:
-        return
-    first_shapes = [tuple(t.shape) for t in first_inputs]
-    second_shapes = [tuple(t.shape) for t in second_inputs]
-    if first_shapes != second_shapes:
-        raise ValueError(
-            "Expected every model to take the same inputs. Received: "
-            f"'{first.name}' input shapes {first_shapes}, '{second.name}' "
-            f"input shapes {second_shapes}. Build every model on the same "
-            "keras.Input shapes."
-        )
-
-
-def _symbolic_inputs(model):
-    try:
-        return model.inputs
-    except (AttributeError, ValueError):
-        return None

@@ -316,7 +316,7 @@ class SelfDistiller(distiller_module.Distiller):
                     "pass distillation_losses to the constructor."
                 )
             return
-        chosen.validate_model_compatibility(self.teacher, self.student)
+        chosen.prepare(self.teacher, self.student)
         # The loss-dependent state the Distiller's constructor creates for
         # each loss (its weight variable exists already): the loss and, for
         # a temperature, the metric that logs it.

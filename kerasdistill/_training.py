@@ -36,17 +36,20 @@ def output_distillation_loss(loss, what):
     return loss
 
 
-def distillation_value(loss, teacher, student, y, sample_weight, training=None):
+def distillation_value(
+    loss, teacher, student, y, sample_weight, training=None, inputs=None
+):
     """`loss` on (stop-gradient `teacher`, `student`), as a float32 scalar:
-    a kerasdistill loss weighted per sample, a `keras.distillation` loss
-    (one value per batch) scaled for the replicas."""
+    a kerasdistill loss weighted per sample (it may read the batch's
+    `inputs`, e.g. a padding mask), a `keras.distillation` loss (one value
+    per batch) scaled for the replicas."""
     teacher = tree.map_structure(ops.stop_gradient, teacher)
     if hasattr(loss, "validate_outputs"):
         loss.validate_outputs(teacher, student)
     if isinstance(loss, base.DistillationLoss):
         return loss.compute_loss(
             teacher, student, sample_weight=sample_weight, y_true=y,
-            training=training,
+            training=training, inputs=inputs,
         )
     if sample_weight is not None:
         raise ValueError(

@@ -109,9 +109,13 @@ class DifficultyWeighted(base.DistillationLoss):
     def temperature(self, value):
         self.loss.temperature = value
 
-    def call(self, teacher_outputs, student_outputs, y_true=None, training=None):
+    def call(
+        self, teacher_outputs, student_outputs, y_true=None, training=None,
+        inputs=None,
+    ):
         values = self.loss.per_sample_loss(
-            teacher_outputs, student_outputs, y_true=y_true, training=training
+            teacher_outputs, student_outputs, y_true=y_true, training=training,
+            inputs=inputs,
         )
         batch_mean = ops.stop_gradient(ops.mean(values))
         if training:

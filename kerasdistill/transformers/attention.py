@@ -54,7 +54,7 @@ def attention_mse(teacher, student, valid=None, position_weight=None):
         Understanding", Findings of EMNLP 2020 (eq. 3).
         https://arxiv.org/abs/1909.10351
     """
-    valid = _valid_positions(teacher, valid)
+    teacher, student, valid = _tensors(teacher, student, valid)
     keys = valid[:, None, None, :]
     squares = ops.sum(ops.square(student - teacher) * keys, axis=-1)  # (b, h, t)
     rows = ops.mean(squares, axis=1) / ops.maximum(
@@ -94,7 +94,7 @@ def attention_kl(teacher, student, valid=None, position_weight=None):
         Task-Agnostic Compression of Pre-Trained Transformers", NeurIPS 2020
         (eq. 2). https://arxiv.org/abs/2002.10957
     """
-    valid = _valid_positions(teacher, valid)
+    teacher, student, valid = _tensors(teacher, student, valid)
     divergence = teacher * (
         ops.log(ops.maximum(teacher, _EPSILON)) - ops.log(ops.maximum(student, _EPSILON))
     )
@@ -260,7 +260,10 @@ class AttentionDistillation(base.DistillationLoss):
         return config
 
 
-def _valid_positions(scores, valid):
+def _tensors(teacher, student, valid):
+    """float32 tensors; `valid` all ones when there is no mask."""
+    teacher = ops.convert_to_tensor(teacher, dtype="float32")
+    student = ops.convert_to_tensor(student, dtype="float32")
     if valid is None:
-        return ops.ones_like(scores[:, 0, :, 0])
-    return valid
+        return teacher, student, ops.ones_like(teacher[:, 0, :, 0])
+    return teacher, student, ops.convert_to_tensor(valid, dtype="float32")

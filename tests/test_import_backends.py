@@ -1,4 +1,5 @@
-"""`import kerasdistill` under JAX or PyTorch does not import TensorFlow.
+"""`import kerasdistill` under JAX or PyTorch does not import TensorFlow
+(nor keras-hub, an optional extra, on any backend).
 
 TensorFlow stays a dependency for what is TensorFlow by nature (export,
 tf.data caches, TFDS, tf.distribute), imported when such a feature is used.
@@ -43,6 +44,7 @@ print("RESULT " + json.dumps({
     "backend": keras.backend.backend(),
     "keras_imports_tensorflow": after_keras,
     "tensorflow": "tensorflow" in sys.modules,
+    "keras_hub": "keras_hub" in sys.modules,
     "stack": FirstTensorFlowImport.stack,
 }))
 """
@@ -71,6 +73,7 @@ def test_import_does_not_import_tensorflow(backend):
     )
     found = json.loads(lines[-1][len("RESULT ") :])
     assert found["backend"] == backend
+    assert not found["keras_hub"], "`import kerasdistill` imported keras_hub"
     if found["keras_imports_tensorflow"]:
         pytest.skip(
             f"keras itself imports tensorflow under {backend}:\n{found['stack']}"

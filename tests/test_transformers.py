@@ -226,5 +226,7 @@ def test_training_and_saving_a_distiller_with_the_mapping(teacher, student, tmp_
     loaded = keras.saving.load_model(path)
     assert [type(loss).__name__ for loss in loaded.distillation_losses] == [
         "LogitsDistillation", "FeatureDistillation", "AttentionDistillation"]
+    assert loaded.distillation_losses[1].mask == "padding_mask"
+    assert loaded.distillation_losses[1].adapter is not None
     assert float(as_numpy(loaded.compute_loss(x, y, training=False))) == pytest.approx(
         float(as_numpy(distiller.compute_loss(x, y, training=False))), rel=1e-5)

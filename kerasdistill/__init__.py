@@ -2,7 +2,7 @@
 
 The package is grouped by concern: the core (`distiller`, `taps`,
 `teachers`) at the top, then `losses`, `schedules`, `self_distillation`,
-`data` and `deploy`. Everything a user needs is also here, flat:
+`transformers`, `data` and `deploy`. Everything a user needs is also here, flat:
 `kerasdistill.X`.
 
 Example:
@@ -24,6 +24,7 @@ from kerasdistill import deploy
 from kerasdistill import losses
 from kerasdistill import schedules
 from kerasdistill import self_distillation
+from kerasdistill import transformers
 from kerasdistill.data import cache
 from kerasdistill.data import tfds as tfds_data
 from kerasdistill.data.cache import cache_teacher_outputs
@@ -46,6 +47,8 @@ from kerasdistill.self_distillation import DeepSupervision
 from kerasdistill.self_distillation import MutualLearning
 from kerasdistill.self_distillation import SelfDistiller
 from kerasdistill.self_distillation import born_again
+from kerasdistill.transformers import AttentionDistillation
+from kerasdistill.transformers import layer_mapping
 
 __version__ = "0.1.0"
 
@@ -69,6 +72,7 @@ for _name, _module in _MOVED_MODULES.items():
 del _name, _module
 
 __all__ = [
+    "AttentionDistillation",
     "BornAgainResult",
     "DIST",
     "DKD",
@@ -91,6 +95,7 @@ __all__ = [
     "export_student",
     "feature_losses",
     "format_report",
+    "layer_mapping",
     "logit_losses",
     "losses",
     "recipes",
@@ -98,6 +103,7 @@ __all__ = [
     "schedules",
     "self_distillation",
     "tfds_data",
+    "transformers",
 ]
 if importlib.util.find_spec("keras_tuner") is not None:
     __all__.append("DistillerHyperModel")

@@ -7,8 +7,11 @@ graph*. The public `layer.output` refuses a layer called more than once
 anywhere, but a layer is often also called by other graphs (a second model
 built on it, a tap model), which does not make its output inside this graph
 ambiguous; and a layer called twice inside the graph must be told apart
-from that.
+from that. `producer_of_first_argument` finds the layer feeding another
+inside one graph, for the same reason.
 """
+
+from keras import tree
 
 
 def layer_outputs_in_graph(graph, layer):
@@ -72,3 +75,22 @@ class MultiWorkerBuild:
             data_batch = distribute.first_local_batch(strategy, iterator)
             iterator = None
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def producer_of_first_argument(graph, layer):
+    """The layer whose output is the first tensor argument of `layer`'s one
+    call inside the functional `graph` (an `InputLayer` for a model input).
+
+    Example:
+
+    ```python
+    producer_of_first_argument(backbone, backbone.get_layer("transformer_layer_0"))
+    # the embeddings' last layer
+    ```
+    """
+    keys = graph._nodes  # as in layer_outputs_in_graph
+    for index, node in enumerate(layer._inbound_nodes):
+        if f"{id(layer)}_ib-{index}" in keys:
+            tensors = [t for t in tree.flatten(node.arguments.args) if hasattr(t, "_keras_history")]
+            return tensors[0]._keras_history.operation if tensors else None
+    return None

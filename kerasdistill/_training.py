@@ -57,14 +57,17 @@ def output_distillation_loss(loss, what):
     return loss
 
 
-def distillation_value(loss, teacher, student, y, sample_weight, training=None):
+def distillation_value(
+    loss, teacher, student, y, sample_weight, training=None, inputs=None
+):
     """`loss` (a `kerasdistill.DistillationLoss`) on (stop-gradient
     `teacher`, `student`), weighted per sample and reduced: a float32
-    scalar."""
+    scalar. A loss may read the batch's `inputs` (e.g. a padding mask)."""
     teacher = tree.map_structure(ops.stop_gradient, teacher)
     loss.validate_outputs(teacher, student)
     return loss.compute_loss(
-        teacher, student, sample_weight=sample_weight, y_true=y, training=training
+        teacher, student, sample_weight=sample_weight, y_true=y, training=training,
+        inputs=inputs,
     )
 
 

@@ -353,7 +353,8 @@ class Distiller(
             student_loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
         x, teacher_taps = self._inputs_and_teacher_taps(x)
         distillation_loss = self._distillation_loss(
-            teacher_taps, student_taps, y, sample_weight, training
+            teacher_taps, student_taps, y, sample_weight, training,
+            cache.student_inputs(x),
         )
         if y is None:
             total = distillation_loss
@@ -483,7 +484,7 @@ class Distiller(
         return tree.map_structure(ops.stop_gradient, taps_)
 
     def _distillation_loss(
-        self, teacher_taps, student_taps, y, sample_weight, training
+        self, teacher_taps, student_taps, y, sample_weight, training, inputs
     ):
         total = ops.zeros((), dtype="float32")
         parts = teachers_module.weighted_parts(self._networks["teacher"], teacher_taps)
@@ -494,7 +495,7 @@ class Distiller(
             for teacher_weight, taps_ in parts:
                 teacher = _select(taps_, loss.teacher_layer_name)
                 total = total + weight * teacher_weight * _training.distillation_value(
-                    loss, teacher, student, y, sample_weight, training
+                    loss, teacher, student, y, sample_weight, training, inputs
                 )
         return total
 

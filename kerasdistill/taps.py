@@ -13,6 +13,13 @@ tapped layer sits inside a nested model, that nested model's call is
 replaced, in a re-traced copy of the outer graph, by a multi-output model
 over the nested model's own layers: the network still runs once.
 
+An attention layer's attention probabilities are tapped as
+`"path/to/layer:attention_scores"`: in the re-traced graph that layer is
+called with `return_attention_scores=True` (the public argument of
+`keras.layers.MultiHeadAttention` and keras-hub's `TransformerEncoder`),
+which returns them beside its output, shape `(batch, heads, queries, keys)`.
+A layer without that argument is refused, by name.
+
 A subclassed model has no graph to tap. It can still be tapped when its
 `call` accepts `return_features=False` and, with `return_features=True`,
 returns `(outputs, {name: tensor})`; the names are then the dict's keys.
@@ -28,6 +35,30 @@ from keras import tree
 from kerasdistill import _keras_internals
 
 SEPARATOR = "/"
+ATTENTION_SCORES = ":attention_scores"
+
+
+def attention_tap(layer_name):
+    """The tap name of the attention probabilities of `layer_name`.
+
+    Example:
+
+    ```python
+    attention_tap("backbone/transformer_layer_3")
+    # "backbone/transformer_layer_3:attention_scores"
+    ```
+    """
+    if not isinstance(layer_name, str) or not layer_name:
+        raise TypeError(
+            "Expected the name (or path) of an attention layer. Received: "
+            f"{layer_name!r}"
+        )
+    return layer_name if is_attention_tap(layer_name) else layer_name + ATTENTION_SCORES
+
+
+def is_attention_tap(layer_name):
+    """Whether `layer_name` names a layer's attention probabilities."""
+    return isinstance(layer_name, str) and layer_name.endswith(ATTENTION_SCORES)
 
 
 class TappedNetwork:
@@ -91,6 +122,8 @@ def feature_spec(model, layer_name, role):
         if layer_name is None:
             return model.output
         path = resolve_path(model, layer_name, role)
+        if is_attention_tap(layer_name):
+            return _build_tap_model(model, {layer_name: path}).output[1][layer_name]
         container = model if len(path) == 1 else path[-2]
         return _output_in_graph(container, path[-1], role, layer_name)
     inputs = _symbolic_inputs(model)
@@ -127,6 +160,10 @@ def resolve_path(model, layer_name, role):
             f"Expected a layer name (a non-empty string) to tap in the {role}. "
             f"Received: {layer_name!r}"
         )
+    if is_attention_tap(layer_name):
+        path = resolve_path(model, layer_name[: -len(ATTENTION_SCORES)], role)
+        _check_returns_attention(path[-1], layer_name, role)
+        return path
     if SEPARATOR in layer_name:
         path = _follow(model, layer_name, role)
     else:
@@ -150,6 +187,20 @@ def resolve_path(model, layer_name, role):
         _output_in_graph(container, layer, role, layer_name)
         container = layer
     return path
+
+
+def named_layers(model):
+    """`[(path, layer)]` for every layer of `model`, nested functional and
+    Sequential models searched, each named by its `"outer/inner"` path.
+
+    Example:
+
+    ```python
+    [path for path, _ in named_layers(classifier)][-2:]
+    # ["bert_backbone/pooled_dense", "logits"]
+    ```
+    """
+    return [(_path_name(path), path[-1]) for path in _paths(model)]
 
 
 def output_layer(model, tensor):
@@ -276,11 +327,14 @@ def _build_tap_model(model, paths):
     """A functional model returning `[outputs, {key: features}]` for the
     `{key: [layer, ...]}` paths, over `model`'s own layers."""
     graph = _as_functional(model)
-    nested = {}
+    nested, direct, attention = {}, {}, {}
     for key, path in paths.items():
         if len(path) > 1:
             nested.setdefault(id(path[0]), (path[0], {}))[1][key] = path[1:]
-    if not nested:
+        else:
+            kind = attention if is_attention_tap(key) else direct
+            kind.setdefault(id(path[0]), []).append(key)
+    if not nested and not attention:
         features = {
             key: _output_in_graph(graph, layer, "model", key)
             for key, (layer,) in paths.items()
@@ -292,21 +346,23 @@ def _build_tap_model(model, paths):
         op_id: _build_tap_model(layer, sub)
         for op_id, (layer, sub) in nested.items()
     }
-    direct = {id(path[0]): key for key, path in paths.items() if len(path) == 1}
     features = {}
 
     def call_function(layer, *args, **kwargs):
         if id(layer) in inner:
             outputs, inner_features = inner[id(layer)](*args, **kwargs)
             features.update(inner_features)
+        elif id(layer) in attention:
+            outputs, scores = _WithAttentionScores(layer)(*args, **kwargs)
+            features.update(dict.fromkeys(attention[id(layer)], scores))
         else:
             outputs = layer(*args, **kwargs)
-        if id(layer) in direct:
-            features[direct[id(layer)]] = outputs
+        features.update(dict.fromkeys(direct.get(id(layer), ()), outputs))
         return outputs
 
     # The outer graph is traced again with each nested model's call replaced
-    # by its tap model; every layer is the user's own (weights shared).
+    # by its tap model (and each tapped attention layer returning its
+    # scores); every layer is the user's own (weights shared).
     traced = keras.models.clone_model(
         graph, clone_function=lambda layer: layer, call_function=call_function
     )
@@ -340,6 +396,37 @@ def _output_in_graph(container, layer, role, layer_name):
             "layer added after it)."
         )
     return outputs[0]
+
+
+class _WithAttentionScores(keras.layers.Layer):
+    """Calls an attention layer with `return_attention_scores=True`: its
+    own symbolic shape function knows one output only (keras-hub's
+    `TransformerEncoder.compute_output_shape`), so this wrapper traces the
+    real call for both."""
+
+    def __init__(self, layer):
+        super().__init__(name=f"{layer.name}_with_scores", dtype=layer.dtype_policy)
+        self.layer = layer
+
+    def call(self, *args, training=None, **kwargs):
+        kwargs["return_attention_scores"] = True
+        return self.layer(*args, training=training, **kwargs)
+
+
+def _check_returns_attention(layer, layer_name, role):
+    parameters = inspect.signature(layer.call).parameters
+    if "return_attention_scores" not in parameters:
+        raise ValueError(
+            f"Expected the {role}'s layer '{layer_name[: -len(ATTENTION_SCORES)]}' "
+            "to return its attention probabilities through a "
+            "`return_attention_scores` call argument, as "
+            "keras.layers.MultiHeadAttention and keras_hub.layers."
+            f"TransformerEncoder do. Received a {type(layer).__name__}, whose "
+            "call has no such argument, so its attention cannot be read "
+            "(keras-hub's TransformerDecoder and the decoder layers of its "
+            "language models do not return it). Distill its hidden states "
+            "instead (kerasdistill.layer_mapping), or tap an encoder layer."
+        )
 
 
 def _paths(model, prefix=()):

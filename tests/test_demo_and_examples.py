@@ -67,3 +67,15 @@ def test_feature_distillation_example_runs(capsys):
     assert len(accuracies) == 4
     assert accuracies[0] > 0.5  # the teacher; chance is 0.1 (10 digits)
     assert all(a > 0.15 for a in accuracies[1:])  # every student learned
+
+
+@pytest.mark.slow
+def test_transformer_distillation_example_runs(capsys):
+    pytest.importorskip("keras_hub", reason="keras-hub is not installed: pip install 'kerasdistill[hub]'")
+    module = runpy.run_path(str(ROOT / "examples" / "transformer_distillation.py"))
+    module["main"](epochs=1, samples=64)
+    out = capsys.readouterr().out
+    assert "transformer_layer_3 -> distilled_backbone/transformer_layer_1" in out
+    rows = [line for line in out.splitlines()
+            if line.startswith(("teacher", "student, labels only", "student, distilled"))]
+    assert len(rows) == 3 and all(0.0 <= float(row.split()[-1]) <= 1.0 for row in rows)

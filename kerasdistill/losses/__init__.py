@@ -7,6 +7,8 @@
 - `features`: `FeatureDistillation` on tapped layers, with the per-sample
   functions of `feature_functions` and the learned projections of
   `adapters`;
+- `masking`: per-position weights from a padding mask, for losses on
+  sequences (`FeatureDistillation(mask="padding_mask")`);
 - `weighting`: `DifficultyWeighted`, per-sample weights on any loss;
 - `keras_compat`: `keras.distillation` loss objects translated to these.
 

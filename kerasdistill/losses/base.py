@@ -47,8 +47,10 @@ class DistillationLoss(keras.layers.Layer):
     Subclasses implement `call(teacher_outputs, student_outputs)` and return
     one loss value per sample (shape `(batch,)`); a `call` that also takes
     `y_true` receives the labels (or `None` on a transfer set without them),
-    and one that takes `training` receives whether the step trains (to
-    update running statistics only then, as `DifficultyWeighted` does).
+    one that takes `training` receives whether the step trains (to
+    update running statistics only then, as `DifficultyWeighted` does),
+    and one that takes `inputs` receives the batch's inputs (to read a
+    padding mask, as `FeatureDistillation(mask=...)` does).
     A `call` that returns one value for the whole batch (a plain mean) is
     accepted without sample weights, and counted once under a distribution
     strategy, not once per replica.
@@ -99,6 +101,7 @@ class DistillationLoss(keras.layers.Layer):
         sample_weight=None,
         y_true=None,
         training=None,
+        inputs=None,
     ):
         """Returns the scalar loss, weighted by `sample_weight` and reduced.
 
@@ -109,12 +112,15 @@ class DistillationLoss(keras.layers.Layer):
             y_true: The labels, passed to a `call` that accepts `y_true`.
             training: Whether this is a training step, passed to a `call`
                 that accepts `training` (e.g. to update running statistics).
+            inputs: The batch's inputs, passed to a `call` that accepts
+                `inputs` (e.g. to read a padding mask).
 
         Returns:
             A float32 scalar tensor.
         """
         values = self.per_sample_loss(
-            teacher_outputs, student_outputs, y_true=y_true, training=training
+            teacher_outputs, student_outputs, y_true=y_true, training=training,
+            inputs=inputs,
         )
         values = ops.convert_to_tensor(values, dtype="float32")
         if len(values.shape) == 0:
@@ -122,12 +128,13 @@ class DistillationLoss(keras.layers.Layer):
         return reduction.weighted_mean(values, sample_weight)
 
     def per_sample_loss(
-        self, teacher_outputs, student_outputs, y_true=None, training=None
+        self, teacher_outputs, student_outputs, y_true=None, training=None,
+        inputs=None,
     ):
         """Returns the loss of each sample, shape `(batch,)`, in float32.
 
-        Casts the outputs to float32 and calls `call` with the `y_true` and
-        `training` arguments it accepts.
+        Casts the outputs to float32 and calls `call` with the `y_true`,
+        `training` and `inputs` arguments it accepts.
         """
         arguments = _call_arguments(self)
         kwargs = {}
@@ -135,8 +142,10 @@ class DistillationLoss(keras.layers.Layer):
             kwargs["y_true"] = y_true
         if "training" in arguments:
             kwargs["training"] = training
+        if "inputs" in arguments:
+            kwargs["inputs"] = inputs
         return self.call(
-            _to_float32(teacher_outputs), _to_float32(student_outputs), **kwargs
+            to_float32(teacher_outputs), to_float32(student_outputs), **kwargs
         )
 
     def _batch_value(self, value, sample_weight):
@@ -215,7 +224,8 @@ def _call_arguments(loss):
     return inspect.signature(loss.call).parameters
 
 
-def _to_float32(structure):
+def to_float32(structure):
+    """Every tensor of `structure` cast to float32."""
     return tree.map_structure(lambda x: ops.cast(x, "float32"), structure)
 
 

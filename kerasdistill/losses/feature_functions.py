@@ -303,6 +303,13 @@ FEATURE_LOSSES = {
     "gram": (gram_matrix, "channels"),
 }
 
+# The losses that are a mean of per-position terms, as such a function
+# `(teacher, student) -> (batch, positions)`: a padding mask averages them
+# over the unpadded positions (`kerasdistill.losses.masking`).
+PER_POSITION = {
+    "mse": lambda teacher, student: ops.mean(ops.square(student - teacher), axis=-1),
+}
+
 def _flat(x):
     return ops.reshape(x, (ops.shape(x)[0], -1))
 

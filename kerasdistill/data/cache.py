@@ -13,7 +13,9 @@ alone without labels -- whose `x` is a dict
     {
         "kerasdistill_cache:teacher=<name>,params=<count>": sample index (int64),
         "inputs": the inputs, as given,
-        "teacher_outputs": the teacher's outputs (`training=False`),
+        "teacher_outputs": the teacher's outputs (`training=False`), or
+            their top-k targets `{"top_k_logits", "top_k_indices"}` when
+            every loss reading them is a `LogitsDistillation(top_k=k)`,
         "teacher_features": {teacher_layer_name: that layer's output},
     }
 
@@ -45,6 +47,7 @@ from kerasdistill import checks
 from kerasdistill import taps
 from kerasdistill.data import input_batches
 from kerasdistill.data import randomness
+from kerasdistill.data import top_k_outputs
 from kerasdistill.losses import keras_compat
 
 MARKER = "kerasdistill_cache"
@@ -109,7 +112,10 @@ def cache_teacher_outputs(
             generator, strings) raises a `TypeError` naming these.
         distillation_losses: The losses the cache will serve (one or a
             list); the teacher layers they tap (`teacher_layer_name`) are
-            cached too. `None` caches the final outputs only.
+            cached too. `None` caches the final outputs only. When every
+            loss on the final outputs is a `LogitsDistillation(top_k=k)`,
+            only the teacher's top-k logits and their indices are stored
+            (O(k) per token instead of O(vocabulary)).
         batch_size: Size of the batches the teacher runs on and the returned
             dataset yields (the last may be smaller), like `fit()`'s.
             `None` returns single samples, for a pipeline of your own
@@ -150,9 +156,10 @@ def cache_teacher_outputs(
     if dtype is not None:
         checks.check_choice(dtype, _DTYPES, "dtype")
     layer_names = teacher_layer_names(distillation_losses)
+    top_k = top_k_outputs.top_k_loss(distillation_losses, teacher)
     source = input_batches.InputBatches(data, batch_size or 32)
     if path is not None:
-        wanted = _metadata(teacher, layer_names, dtype)
+        wanted = _metadata(teacher, layer_names, dtype, top_k)
         if not overwrite and _holds_cache(path):
             wanted.update(source.describe())
             stored = _read_metadata(path)
@@ -160,7 +167,7 @@ def cache_teacher_outputs(
             return _from_disk(path, stored["samples"], batch_size, shuffle)
     randomness.warn_if_random(data)
     network = taps.TappedNetwork(teacher, layer_names, "teacher")
-    batches = _teacher_batches(network, source, marker_key(teacher), dtype)
+    batches = _teacher_batches(network, source, marker_key(teacher), dtype, top_k)
     if path is None:
         return _from_arrays(_concatenate(batches), batch_size, shuffle)
     _prepare_directory(path, overwrite)
@@ -303,9 +310,10 @@ def _check_batch_size(batch_size, shuffle):
         )
 
 
-def _metadata(teacher, layer_names, dtype):
+def _metadata(teacher, layer_names, dtype, top_k_loss):
     """What a cache on disk records about what it was built for."""
     return {
+        "top_k": None if top_k_loss is None else top_k_loss.top_k,
         "format": _FORMAT,
         "teacher": teacher.name,
         "teacher_params": _params(teacher),
@@ -326,13 +334,16 @@ def _weights_digest(teacher):
     return digest.hexdigest()
 
 
-def _teacher_batches(network, source, marker, dtype):
+def _teacher_batches(network, source, marker, dtype, top_k_loss):
     """Yields `(cached_x, y, sample_weight)` numpy batches (None where
-    `data` has no labels or weights)."""
+    `data` has no labels or weights), with the top-k targets of
+    `top_k_loss` as the outputs when it is given."""
     run = _teacher_function(network)
     start = 0
     for x, y, sample_weight in source:
         outputs, features = run(x)
+        if top_k_loss is not None:
+            outputs = top_k_loss.top_k_targets(outputs)
         size = int(tree.flatten(x)[0].shape[0])
         cached = {
             marker: np.arange(start, start + size, dtype="int64"),
@@ -504,7 +515,7 @@ def _check_reusable(stored, wanted, path):
         f"{key}: cached {stored.get(key)!r}, wanted {wanted[key]!r}"
         for key in ("format", "teacher", "teacher_params",
                     "teacher_weights_sha256", "samples", "labels",
-                    "sample_weights", "dtype")
+                    "sample_weights", "dtype", "top_k")
         if stored.get(key) != wanted[key]
     ]
     missing = [n for n in wanted["layer_names"] if n not in stored.get("layer_names", [])]

@@ -24,13 +24,13 @@ import importlib
 import importlib.util
 import os
 import shutil
-import sys
 
 import keras
 import numpy as np
 from keras import tree
 
 from kerasdistill import checks
+from kerasdistill.deploy import export_samples
 from kerasdistill.deploy import export_worker
 from kerasdistill.deploy import tf_files
 
@@ -55,9 +55,6 @@ _TOLERANCES = {None: 1e-4, "float16": 1e-2, "dynamic": 5e-2, "int8": 0.1}
 
 
 _PARITY_SAMPLES = 256
-
-
-_RANDOM_SAMPLES = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +131,8 @@ def export_student(
     TFLite flatbuffer (`format="tflite"`, a path ending in `.tflite`), then
     loaded back and run on sample inputs. The parity check runs on
     `sample_inputs`; else on the first 256 samples of `representative_data`;
-    else on 64 standard normal inputs. It raises when the exported outputs
+    else on 64 standard normal inputs (float inputs of fixed shape only).
+    It raises when the exported outputs
     are not finite, or differ from the Keras student's by more than
     `tolerance` times the largest `|Keras output|`.
 
@@ -162,7 +160,10 @@ def export_student(
 
     Args:
         distiller_or_model: A `kerasdistill.Distiller` (its student is
-            exported) or a built `keras.Model` with one input and one output.
+            exported) or a built `keras.Model` with one output tensor and
+            one input, or several (a dict or a list of inputs, as keras-hub
+            models take): the SavedModel's `serve` endpoint and the TFLite
+            signature take the same named inputs.
         path: Where to write: a directory for a SavedModel, a `.tflite` file.
         format: `"saved_model"` or `"tflite"`.
         quantization: TFLite only. `None` (float32), `"float16"` (weights in
@@ -170,14 +171,18 @@ def export_student(
             the fly) or `"int8"` (full integer: weights and activations in
             int8, ranges calibrated on `representative_data`).
         representative_data: Inputs typical of deployment, a numpy array
-            (batch first) or a `tf.data.Dataset` of inputs or of `(inputs,
-            labels)` tuples, batched or not; every sample is used. Required
-            for `"int8"`; a few hundred samples are enough.
+            (batch first; for several inputs, a dict of arrays keyed by
+            input name or a list of arrays, as the student takes them) or a
+            `tf.data.Dataset` of inputs or of `(inputs, labels)` tuples,
+            batched or not; every sample is used. Required for `"int8"`; a
+            few hundred samples are enough.
         input_type: `"float32"` or `"int8"` (int8 quantization only), the
             type of the TFLite model's input.
         output_type: `"float32"` or `"int8"` (int8 quantization only), the
             type of its output.
-        sample_inputs: Optional numpy array of inputs for the parity check.
+        sample_inputs: Optional inputs for the parity check, in the same
+            forms as `representative_data` (a dict of arrays for a keras-hub
+            model: integer token ids cannot be generated).
         tolerance: Largest accepted difference, as a fraction of the
             largest `|Keras output|`. Defaults to 1e-4 (float32), 1e-2
             (float16), 5e-2 (dynamic), 0.1 (int8).
@@ -206,6 +211,11 @@ def export_student(
         representative_data=x_train[:200], input_type="int8",
     )
     print(report.bytes, report.max_abs_diff, report.top1_agreement)
+    kerasdistill.export_student(  # a keras-hub student: named inputs
+        student_lm, "student_lm", sample_inputs={
+            "token_ids": token_ids, "padding_mask": padding_mask,
+        },
+    )
     ```
     """
     checks.check_choice(format, _FORMATS, "format")
@@ -236,7 +246,7 @@ def export_student(
     checks.check_choice(via, _VIAS, "via")
     student = _student_of(distiller_or_model)
     signature = tf_files.input_signature(student)
-    spec = tree.flatten(signature)[0]
+    structure = signature[0]
     path = os.fspath(path)
     if format == "tflite" and not path.endswith(".tflite"):
         raise ValueError(
@@ -245,13 +255,15 @@ def export_student(
         )
     calibration = None
     if representative_data is not None:
-        calibration = _as_samples(representative_data, spec, "representative_data")
+        calibration = export_samples.as_samples(
+            representative_data, structure, "representative_data"
+        )
     if sample_inputs is not None:
-        samples = _as_samples(sample_inputs, spec, "sample_inputs")
+        samples = export_samples.as_samples(sample_inputs, structure, "sample_inputs")
     elif calibration is not None:
-        samples = calibration[:_PARITY_SAMPLES]
+        samples = export_samples.take(calibration, _PARITY_SAMPLES)
     else:
-        samples = _random_samples(spec)
+        samples = export_samples.random_samples(structure)
     backend = keras.backend.backend()
     route = _route(backend, via)
     modules = (
@@ -274,7 +286,7 @@ def export_student(
             export_kwargs,
         )
     if format == "tflite":
-        exported = tf_files.check_tflite(path, samples)
+        exported = tf_files.check_tflite(path, signature, samples)
     reference = _reference(student, samples)
     return _compare(
         path, format, quantization, tolerance, classifier, reference,
@@ -352,85 +364,6 @@ def _make_room(path, format, overwrite):
         f"only that). Received a path that is not one. Choose another path, "
         "or remove it yourself."
     )
-
-
-def _tf_dataset_type():
-    """`tf.data.Dataset` when TensorFlow is already imported (a dataset can
-    only come from it), else `None`: TensorFlow is not imported for this."""
-    tf = sys.modules.get("tensorflow")
-    data = getattr(tf, "data", None)
-    return getattr(data, "Dataset", None)
-
-
-def _as_samples(data, spec, name):
-    """Returns the samples of `data` as one array of the input's dtype."""
-    input_shape = tuple(spec.shape)
-    dataset_type = _tf_dataset_type()
-    if dataset_type is not None and isinstance(data, dataset_type):
-        batches = []
-        for element in data.as_numpy_iterator():
-            if isinstance(element, (tuple, list)):
-                element = element[0]
-            if isinstance(element, dict):
-                raise ValueError(
-                    f"Expected `{name}` to yield input arrays or (inputs, "
-                    "labels) tuples. Received a dict element; map the "
-                    "dataset to the student's single input."
-                )
-            element = np.asarray(element)
-            if element.ndim == len(input_shape) - 1:
-                element = element[None]
-            batches.append(element)
-        array = np.concatenate(batches) if batches else np.zeros((0,))
-    else:
-        try:
-            array = np.asarray(
-                keras.ops.convert_to_numpy(data)
-                if keras.ops.is_tensor(data) else data
-            )
-        except (ValueError, TypeError) as error:
-            raise TypeError(
-                f"Expected `{name}` to be a numpy array or a tf.data.Dataset. "
-                f"Received: {type(data).__name__} ({error})"
-            ) from error
-    if array.size == 0:
-        raise ValueError(f"Expected `{name}` to hold samples. Received none.")
-    expected = input_shape[1:]
-    if array.ndim != len(input_shape) or any(
-        e is not None and e != a for e, a in zip(expected, array.shape[1:])
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be a batch of student inputs, of shape "
-            f"(n,) + {expected}. Received shape {array.shape}."
-        )
-    if not np.issubdtype(array.dtype, np.number):
-        raise TypeError(
-            f"Expected `{name}` to be numeric. Received dtype {array.dtype}."
-        )
-    array = array.astype(spec.dtype)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"Expected `{name}` to hold finite numbers. Received NaN or "
-            "infinite values (the TFLite converter aborts the process when "
-            "it calibrates on them)."
-        )
-    return array
-
-
-def _random_samples(spec):
-    shape = tuple(spec.shape)[1:]
-    if any(dim is None for dim in shape) or not np.issubdtype(
-        np.dtype(spec.dtype), np.floating
-    ):
-        raise ValueError(
-            "Expected a student input of fixed shape and float dtype, from "
-            "which random inputs for the parity check are generated. "
-            f"Received an input of shape {tuple(spec.shape)}, dtype "
-            f"{spec.dtype}. Pass `sample_inputs` "
-            "(or `representative_data`)."
-        )
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((_RANDOM_SAMPLES,) + shape).astype(spec.dtype)
 
 
 def _reference(student, samples):

@@ -2,7 +2,8 @@
 
 The student is saved to a `.keras` file, which a kept-alive Python process
 with `KERAS_BACKEND=tensorflow` loads and exports with `tf_files`; it
-writes the file's outputs on the samples back for the parity check."""
+writes the file's outputs on the samples back for the parity check. The
+samples (one array per student input) travel as `.npz` files."""
 
 import atexit
 import importlib
@@ -17,6 +18,7 @@ import traceback
 
 import keras
 import numpy as np
+from keras import tree
 
 from kerasdistill.deploy import tf_files
 
@@ -82,9 +84,9 @@ def export_in_subprocess(student, path, settings, samples, calibration, modules,
             student.save(model_file)
         except (NotImplementedError, TypeError, ValueError) as error:
             raise _unsavable(error, backend) from error
-        np.save(os.path.join(scratch, "samples.npy"), samples)
+        _save_arrays(os.path.join(scratch, "samples.npz"), samples)
         if calibration is not None:
-            np.save(os.path.join(scratch, "calibration.npy"), calibration)
+            _save_arrays(os.path.join(scratch, "calibration.npz"), calibration)
         job = dict(
             settings, model=model_file, path=os.path.abspath(path),
             modules=modules, sys_path=[p or os.getcwd() for p in sys.path],
@@ -98,6 +100,20 @@ def export_in_subprocess(student, path, settings, samples, calibration, modules,
             raise _subprocess_error(result, backend)
         outputs = os.path.join(scratch, "outputs.npy")
         return np.load(outputs) if os.path.exists(outputs) else None
+
+
+def _save_arrays(file, structure):
+    """The arrays of an input structure (one array, a dict or a list of
+    them), flattened in `keras.tree` order, as one `.npz` file."""
+    arrays = tree.flatten(structure)
+    np.savez(file, **{f"input_{i}": array for i, array in enumerate(arrays)})
+
+
+def _load_arrays(file, structure):
+    """The arrays of `_save_arrays`, packed as `structure` again."""
+    with np.load(file) as stored:
+        arrays = [stored[f"input_{i}"] for i in range(len(stored.files))]
+    return tree.pack_sequence_as(structure, arrays)
 
 
 class _Worker:
@@ -270,10 +286,12 @@ def _run_job(scratch):
         model = keras.saving.load_model(job["model"], compile=False, safe_mode=False)
         signature = tf_files.input_signature(model)
         stage = "export"
-        samples = np.load(os.path.join(scratch, "samples.npy"))
-        calibration_file = os.path.join(scratch, "calibration.npy")
+        structure = signature[0]
+        samples = _load_arrays(os.path.join(scratch, "samples.npz"), structure)
+        calibration_file = os.path.join(scratch, "calibration.npz")
         calibration = (
-            np.load(calibration_file) if os.path.exists(calibration_file) else None
+            _load_arrays(calibration_file, structure)
+            if os.path.exists(calibration_file) else None
         )
         outputs = tf_files.export(model, signature, job["path"], job, samples, calibration, {})
         if outputs is not None:

@@ -15,12 +15,19 @@ from kerasdistill import checks
 
 def input_signature(student):
     """The `input_signature` of Keras' export, from public attributes: a
-    list of positional arguments holding `keras.InputSpec`s whose batch
-    dimension is free (a Sequential model: its inputs; a functional one: its
-    input structure; a subclassed one: the shape it was built with)."""
+    list of one positional argument holding `keras.InputSpec`s whose batch
+    dimension is free (a Sequential model: its input; a functional one: its
+    input structure, a dict keyed by input name or a list for several
+    inputs; a subclassed one: the shape it was built with). The specs are
+    named as the inputs (a dict's keys), and so are the inputs of the
+    SavedModel's signature and of the TFLite signature runner."""
     symbolic = checks.symbolic_inputs(student) or []
     if isinstance(student, keras.Sequential) and symbolic:
         signature = [_spec(tensor.shape, tensor.dtype, tensor.name) for tensor in symbolic]
+    elif symbolic and isinstance(student.input, dict):
+        signature = [
+            {key: _spec(t.shape, t.dtype, key) for key, t in student.input.items()}
+        ]
     elif symbolic:
         signature = [
             tree.map_structure(
@@ -31,22 +38,27 @@ def input_signature(student):
         shape = (student.get_build_config() or {}).get("input_shape")
         if not _is_shape(shape):
             raise ValueError(
-                "export_student supports students with one input and one "
-                f"output tensor. Received '{student.name}', a subclassed "
+                "export_student supports subclassed students built on one "
+                f"input tensor. Received '{student.name}', a subclassed "
                 "model built with "
                 f"{student.get_build_config() or 'no recorded input shape'}. "
                 "Call it once on a batch of its single input, or export it "
                 "with `student.export(...)` and check it yourself."
             )
         signature = [_spec(shape, student.input_dtype, None)]
-    inputs = tree.flatten(signature)
     outputs = checks.symbolic_outputs(student)
-    if len(inputs) != 1 or (outputs is not None and len(outputs) != 1):
+    if outputs is not None and len(outputs) != 1:
         raise ValueError(
-            "export_student supports students with one input and one output "
-            f"tensor. Received '{student.name}' with {len(inputs)} input(s) "
-            f"and {len(outputs) if outputs else 'unknown'} output(s). Export "
+            "export_student supports students with one output tensor. "
+            f"Received '{student.name}' with {len(outputs)} outputs. Export "
             "it with `student.export(...)` and check it yourself."
+        )
+    names = [spec.name for spec in tree.flatten(signature)]
+    if len(names) > 1 and (None in names or len(set(names)) != len(names)):
+        raise ValueError(
+            "Expected the student's inputs to have distinct names, which name "
+            f"the exported signature's inputs. Received: {names}. Name them, "
+            "e.g. keras.Input(shape, name='token_ids')."
         )
     return signature
 
@@ -106,9 +118,11 @@ def _write_tflite(
             converter.target_spec.supported_types = [tf.float16]
         elif quantization == "int8":
 
-            def representative_dataset():
-                for i in range(len(calibration)):
-                    yield [calibration[i : i + 1]]
+            def representative_dataset():  # one sample at a time
+                named = _by_name(signature, calibration)
+                for i in range(len(next(iter(named.values())))):
+                    sample = {key: array[i : i + 1] for key, array in named.items()}
+                    yield [sample[None]] if None in sample else sample
 
             converter.representative_dataset = representative_dataset
             converter.target_spec.supported_ops = [
@@ -125,14 +139,23 @@ def _run_saved_model(path, signature, samples):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)
-    arguments = tree.pack_sequence_as(signature, [tf.constant(samples)])
-    outputs = loaded.serve(*arguments)
+    outputs = loaded.serve(tree.map_structure(tf.constant, samples))
     return np.asarray(tree.flatten(outputs)[0], dtype="float32")
 
 
-def check_tflite(path, samples):
+def _by_name(signature, samples):
+    """`{input name: samples}` for the TFLite signature runner; a single
+    input keeps the name `None` (the runner names it)."""
+    specs = tree.flatten(signature)
+    arrays = tree.flatten(samples)
+    if len(specs) == 1:
+        return {None: arrays[0]}
+    return {spec.name: array for spec, array in zip(specs, arrays)}
+
+
+def check_tflite(path, signature, samples):
     try:
-        return _run_tflite(path, samples)
+        return _run_tflite(path, signature, samples)
     except RuntimeError as error:
         raise RuntimeError(
             f"The TFLite file written at '{path}' does not run in the "
@@ -140,12 +163,22 @@ def check_tflite(path, samples):
         ) from error
 
 
-def _run_tflite(path, samples):
+def _run_tflite(path, signature, samples):
     interpreter = _interpreter(path)
     runner = interpreter.get_signature_runner()
-    (input_name,) = runner.get_input_details()
-    input_details = runner.get_input_details()[input_name]
-    outputs = runner(**{input_name: _quantize(samples, input_details)})
+    input_details = runner.get_input_details()
+    named = _by_name(signature, samples)
+    if None in named:
+        (name,) = input_details
+        named = {name: named[None]}
+    if sorted(named) != sorted(input_details):
+        raise RuntimeError(
+            f"Expected the TFLite signature to take the inputs {sorted(named)}. "
+            f"Received a file whose signature takes {sorted(input_details)}."
+        )
+    outputs = runner(**{
+        name: _quantize(array, input_details[name]) for name, array in named.items()
+    })
     output_details = runner.get_output_details()
     (output_name,) = output_details
     return _dequantize(outputs[output_name], output_details[output_name])

@@ -3,6 +3,7 @@
 - `base`: the protocol every loss follows (`DistillationLoss`) and the
   base of the losses with a temperature (`TemperedLoss`);
 - `logits`: Hinton KD (`LogitsDistillation`); `dkd`: DKD; `dist`: DIST;
+- `top_k`: token-level KD on the teacher's top-k logits (large vocabularies);
 - `regression`: `RegressionDistillation`;
 - `features`: `FeatureDistillation` on tapped layers, with the per-sample
   functions of `feature_functions` and the learned projections of
@@ -42,6 +43,9 @@ from kerasdistill.losses.logits import logits_kl_divergence
 from kerasdistill.losses.logits import logits_soft_cross_entropy
 from kerasdistill.losses.regression import RegressionDistillation
 from kerasdistill.losses.regression import teacher_bounded_regression
+from kerasdistill.losses.top_k import top_k_kl_divergence
+from kerasdistill.losses.top_k import top_k_soft_cross_entropy
+from kerasdistill.losses.top_k import top_k_targets
 from kerasdistill.losses.weighting import DifficultyWeighted
 
 __all__ = [
@@ -66,4 +70,7 @@ __all__ = [
     "rkd_distance",
     "similarity_preserving",
     "teacher_bounded_regression",
+    "top_k_kl_divergence",
+    "top_k_soft_cross_entropy",
+    "top_k_targets",
 ]

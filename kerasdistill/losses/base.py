@@ -225,8 +225,16 @@ def _call_arguments(loss):
 
 
 def to_float32(structure):
-    """Every tensor of `structure` cast to float32."""
-    return tree.map_structure(lambda x: ops.cast(x, "float32"), structure)
+    """Casts the float (and bool) tensors; integer ones (the vocabulary
+    indices of top-k teacher targets) stay integers."""
+    return tree.map_structure(
+        lambda x: x if _is_integer(x) else ops.cast(x, "float32"), structure
+    )
+
+
+def _is_integer(x):
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and "int" in keras.backend.standardize_dtype(dtype)
 
 
 def sum_over_outputs(per_output_fn, spec, teacher, student, y_true=None):

@@ -3,9 +3,11 @@ per-sample functions."""
 
 import keras
 from keras import ops
+from keras import tree
 
 from kerasdistill import checks
 from kerasdistill.losses import base
+from kerasdistill.losses import top_k as top_k_losses
 
 
 def logits_kl_divergence(teacher_logits, student_logits, temperature=3.0):
@@ -75,6 +77,12 @@ _LOGITS_LOSSES = {
 }
 
 
+_TOP_K_LOSSES = {
+    "kl_divergence": top_k_losses.top_k_kl_divergence,
+    "soft_cross_entropy": top_k_losses.top_k_soft_cross_entropy,
+}
+
+
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class LogitsDistillation(base.TemperedLoss):
     """Hinton knowledge distillation on the final outputs.
@@ -98,7 +106,20 @@ class LogitsDistillation(base.TemperedLoss):
         from_logits: `True` when the models output logits; `False` when they
             end with a softmax (their log-probabilities are then used as
             logits).
+        top_k: `None` (the full distributions), or keep the teacher's
+            `top_k` largest logits per position, renormalised over them;
+            the student's log-probabilities stay over the full vocabulary
+            and are read at the teacher's top-k indices (see
+            `kerasdistill.losses.top_k_kl_divergence`). For token-level KD
+            of language models, whose logits are `(batch, sequence,
+            vocabulary)`: `kerasdistill.cache_teacher_outputs` then stores
+            O(top_k) per token. `top_k` equal to the vocabulary size is
+            the full loss (computed as such).
         name: Optional name.
+
+    Logits of rank 3, `(batch, sequence, vocabulary)`, give one value per
+    position; a padding mask of shape `(batch, sequence)` passed as
+    `sample_weight` leaves the padded positions out.
 
     Example:
 
@@ -107,6 +128,7 @@ class LogitsDistillation(base.TemperedLoss):
         teacher, student,
         distillation_losses=kerasdistill.LogitsDistillation(temperature=4.0),
     )
+    token_kd = kerasdistill.LogitsDistillation(temperature=1.0, top_k=64)
     ```
 
     Reference:
@@ -119,10 +141,13 @@ class LogitsDistillation(base.TemperedLoss):
         temperature=3.0,
         loss="kl_divergence",
         from_logits=True,
+        top_k=None,
         name=None,
         **kwargs,
     ):
         super().__init__(temperature, name=name, **kwargs)
+        if top_k is not None:
+            checks.check_positive_int(top_k, "top_k")
         for spec in base.flat_specs(loss):
             checks.check_choice(spec, _LOGITS_LOSSES, "loss")
         if not base.flat_specs(loss):
@@ -132,23 +157,78 @@ class LogitsDistillation(base.TemperedLoss):
             )
         self.loss = loss
         self.from_logits = from_logits
+        self.top_k = top_k
 
     def call(self, teacher_outputs, student_outputs):
+        if top_k_losses.is_top_k_targets(teacher_outputs):  # a top-k cache
+            targets = {k: v[..., : self.top_k] for k, v in teacher_outputs.items()}
+            spec = base.flat_specs(self.loss)[0]
+            return _TOP_K_LOSSES[spec](
+                targets, self._log_if_probabilities(student_outputs),
+                self._temperature,
+            )
+
         def per_output(spec, teacher, student, _):
-            if not self.from_logits:
-                teacher = ops.log(ops.maximum(teacher, 1e-12))
-                student = ops.log(ops.maximum(student, 1e-12))
+            teacher = self._log_if_probabilities(teacher)
+            student = self._log_if_probabilities(student)
+            classes = student.shape[-1]
+            if self.top_k is not None and (classes is None or self.top_k < classes):
+                targets = top_k_losses.top_k_targets(teacher, self.top_k)
+                return _TOP_K_LOSSES[spec](targets, student, self._temperature)
             return _LOGITS_LOSSES[spec](teacher, student, self._temperature)
 
         return base.sum_over_outputs(
             per_output, self.loss, teacher_outputs, student_outputs
         )
 
-    def validate_outputs(self, teacher_outputs, student_outputs):
-        super().validate_outputs(teacher_outputs, student_outputs)
-        checks.check_same_last_dim(
-            teacher_outputs, student_outputs, "classes", type(self).__name__
+    def top_k_targets(self, teacher_outputs):
+        """The teacher's top-k targets of this loss (`top_k` set, one
+        output): what a cache of teacher outputs stores for it."""
+        return top_k_losses.top_k_targets(
+            self._log_if_probabilities(teacher_outputs), self.top_k
         )
+
+    def _log_if_probabilities(self, outputs):
+        return outputs if self.from_logits else ops.log(ops.maximum(outputs, 1e-12))
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        name = type(self).__name__
+        if top_k_losses.is_top_k_targets(teacher_outputs):
+            self._validate_top_k_targets(teacher_outputs, student_outputs)
+            return
+        super().validate_outputs(teacher_outputs, student_outputs)
+        checks.check_same_last_dim(teacher_outputs, student_outputs, "classes", name)
+        if self.top_k is None:
+            return
+        for output in tree.flatten(student_outputs):
+            classes = output.shape[-1]
+            if classes is not None and self.top_k > classes:
+                raise ValueError(
+                    f"{name}: expected top_k <= the number of classes "
+                    f"({classes}). Received: top_k={self.top_k}. Pass "
+                    f"top_k={classes} (the full loss) or less."
+                )
+
+    def _validate_top_k_targets(self, targets, student_outputs):
+        cached = targets[top_k_losses.TOP_K_LOGITS].shape[-1]
+        if self.top_k is None or self.top_k > cached:
+            raise ValueError(
+                f"{type(self).__name__}(top_k={self.top_k}) received the "
+                f"teacher's top {cached} logits per position (a cache built "
+                "for a top-k loss), which cannot give "
+                + ("the full distributions" if self.top_k is None
+                   else f"its top {self.top_k}")
+                + ". Rebuild the cache with kerasdistill."
+                "cache_teacher_outputs(teacher, data, distillation_losses) "
+                "given this Distiller's losses."
+            )
+        if len(base.flat_specs(self.loss)) != 1 or tree.is_nested(student_outputs):
+            raise ValueError(
+                f"{type(self).__name__}: expected one student output for the "
+                "cached top-k teacher logits. Received student outputs "
+                f"{tree.map_structure(lambda t: tuple(t.shape), student_outputs)}"
+                f" and loss={self.loss!r}."
+            )
 
     def validate_model_compatibility(self, teacher, student):
         checks.check_model_outputs_comparable(
@@ -160,7 +240,9 @@ class LogitsDistillation(base.TemperedLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"loss": self.loss, "from_logits": self.from_logits})
+        config.update(
+            {"loss": self.loss, "from_logits": self.from_logits, "top_k": self.top_k}
+        )
         return config
 
 

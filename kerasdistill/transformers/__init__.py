@@ -2,10 +2,17 @@
 them): layer mapping between transformer stacks, attention transfer, and
 sequence-level KD.
 
-Nothing here imports keras-hub: the stacks are found from layer names and
-the attention from the layers' public `return_attention_scores`. Padding
-masks in the feature losses live in `kerasdistill.losses.masking`
-(`FeatureDistillation(mask="padding_mask")`).
+- `layer_mapping`: the `FeatureDistillation` losses between two
+  transformer stacks (TinyBERT's uniform map, the last layers, or a dict);
+- `attention`: `AttentionDistillation`, TinyBERT's attention MSE and
+  MiniLM's attention KL on tapped attention scores;
+- `sequence_kd`: `generate_transfer_set`, a teacher CausalLM's generations
+  as the student's training set (Kim & Rush 2016).
+
+Nothing here imports keras-hub at import time: the stacks are found from
+layer names and the attention from the layers' public
+`return_attention_scores`. Padding masks in the feature losses live in
+`kerasdistill.losses.masking` (`FeatureDistillation(mask="padding_mask")`).
 
 Example:
 
@@ -14,24 +21,22 @@ losses = kerasdistill.layer_mapping(teacher, student, attention="kl")
 distiller = kerasdistill.Distiller(
     teacher, student, [kerasdistill.LogitsDistillation(2.0), *losses]
 )
+transfer = kerasdistill.generate_transfer_set(teacher_lm, prompts, max_length=64)
 ```
 """
 
-# Layer mapping and attention transfer.
 from kerasdistill.transformers.attention import AttentionDistillation
 from kerasdistill.transformers.attention import attention_kl
 from kerasdistill.transformers.attention import attention_mse
 from kerasdistill.transformers.layer_mapping import find_stack
 from kerasdistill.transformers.layer_mapping import layer_mapping
-
-# Sequence-level KD.
+from kerasdistill.transformers.sequence_kd import generate_transfer_set
 
 __all__ = [
-    # Layer mapping and attention transfer.
     "AttentionDistillation",
     "attention_kl",
     "attention_mse",
     "find_stack",
+    "generate_transfer_set",
     "layer_mapping",
-    # Sequence-level KD.
 ]

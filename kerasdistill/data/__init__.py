@@ -3,7 +3,8 @@
 - `cache`: the teacher's outputs computed once and fed to `fit()` through
   `tf.data` (`kerasdistill.cache_teacher_outputs`), from the batches that
   `input_batches` reads, after `randomness` checked that the data is not
-  randomly augmented;
+  randomly augmented; `top_k_outputs` stores the teacher's top-k logits
+  and indices instead of its full outputs when every loss is top-k;
 - `tfds`: TensorFlow Datasets splits without surprise downloads
   (`kerasdistill.tfds_data`).
 

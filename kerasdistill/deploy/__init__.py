@@ -4,7 +4,8 @@ report and its plots, and the KerasTuner search.
 - `export`: `export_student` to a SavedModel or TFLite file, checked by
   running the written file; `tf_files` writes and runs the files under
   TensorFlow, `export_worker` does it in a TensorFlow subprocess for a JAX
-  or PyTorch student;
+  or PyTorch student; `export_samples` reads the parity check's samples
+  (an array, a dict or a list of them, one per input);
 - `reporting` and `plots`: `report()` / `format_report()`, did the
   distillation pay off;
 - `tuner` (imports KerasTuner on first use) and `trial`: the

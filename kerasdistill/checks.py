@@ -211,3 +211,27 @@ def symbolic_outputs(model):
 
 def _describe(x):
     return getattr(x, "shape", x)
+
+
+def check_same_inputs(teacher, student):
+    """Compares the symbolic inputs when both models have them."""
+    try:
+        teacher_inputs, student_inputs = teacher.inputs, student.inputs
+    except (AttributeError, ValueError):
+        return
+    if not teacher_inputs or not student_inputs:
+        return
+    teacher_shapes = [tuple(t.shape) for t in teacher_inputs]
+    student_shapes = [tuple(s.shape) for s in student_inputs]
+    compatible = len(teacher_shapes) == len(student_shapes) and all(
+        len(t) == len(s) and all(a is None or b is None or a == b for a, b in zip(t, s))
+        for t, s in zip(teacher_shapes, student_shapes)
+    )
+    if not compatible:
+        raise ValueError(
+            "Expected the teacher to take the student's inputs. Received: "
+            f"teacher input shapes {teacher_shapes}, student input shapes "
+            f"{student_shapes}. Give both models the same inputs, or wrap the "
+            "teacher in a model that maps the student's inputs to its own "
+            "(e.g. keras.layers.Resizing)."
+        )

@@ -3,6 +3,8 @@
 - `base`: the protocol every loss follows (`DistillationLoss`) and the
   base of the losses with a temperature (`TemperedLoss`);
 - `logits`: Hinton KD (`LogitsDistillation`); `dkd`: DKD; `dist`: DIST;
+  `ctkd`: CTKD (a learned, curriculum temperature); `standardization`:
+  logit standardization, an option of the logit losses;
 - `regression`: `RegressionDistillation`;
 - `features`: `FeatureDistillation` on tapped layers, with the per-sample
   functions of `feature_functions` and the learned projections of
@@ -22,6 +24,8 @@ losses = [kd.losses.LogitsDistillation(temperature=4.0),
 
 from kerasdistill.losses.base import DistillationLoss
 from kerasdistill.losses.base import TemperedLoss
+from kerasdistill.losses.ctkd import CTKD
+from kerasdistill.losses.ctkd import gradient_reversal
 from kerasdistill.losses.dist import DIST
 from kerasdistill.losses.dist import dist
 from kerasdistill.losses.dkd import DKD
@@ -40,9 +44,11 @@ from kerasdistill.losses.logits import logits_kl_divergence
 from kerasdistill.losses.logits import logits_soft_cross_entropy
 from kerasdistill.losses.regression import RegressionDistillation
 from kerasdistill.losses.regression import teacher_bounded_regression
+from kerasdistill.losses.standardization import standardize_logits
 from kerasdistill.losses.weighting import DifficultyWeighted
 
 __all__ = [
+    "CTKD",
     "DIST",
     "DKD",
     "DifficultyWeighted",
@@ -55,6 +61,7 @@ __all__ = [
     "cosine_distance",
     "decoupled_kd",
     "dist",
+    "gradient_reversal",
     "gram_matrix",
     "hint_mse",
     "logits_kl_divergence",
@@ -63,5 +70,6 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
+    "standardize_logits",
     "teacher_bounded_regression",
 ]

@@ -6,6 +6,7 @@ from keras import ops
 
 from kerasdistill import checks
 from kerasdistill.losses import base
+from kerasdistill.losses import standardization
 
 
 def logits_kl_divergence(teacher_logits, student_logits, temperature=3.0):
@@ -98,6 +99,10 @@ class LogitsDistillation(base.TemperedLoss):
         from_logits: `True` when the models output logits; `False` when they
             end with a softmax (their log-probabilities are then used as
             logits).
+        logit_standardization: `True` to z-score each sample's logits
+            (teacher's and student's) before the softened softmax, as in
+            Sun et al. (CVPR 2024); `temperature` is then their base
+            temperature. See `kerasdistill.losses.standardize_logits`.
         name: Optional name.
 
     Example:
@@ -111,7 +116,9 @@ class LogitsDistillation(base.TemperedLoss):
 
     Reference:
         Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
-        Network", 2015. https://arxiv.org/abs/1503.02531
+        Network", 2015. https://arxiv.org/abs/1503.02531; logit
+        standardization: Sun et al., "Logit Standardization in Knowledge
+        Distillation", CVPR 2024. https://arxiv.org/abs/2403.01427
     """
 
     def __init__(
@@ -119,10 +126,13 @@ class LogitsDistillation(base.TemperedLoss):
         temperature=3.0,
         loss="kl_divergence",
         from_logits=True,
+        logit_standardization=False,
         name=None,
         **kwargs,
     ):
         super().__init__(temperature, name=name, **kwargs)
+        standardization.check_option(logit_standardization)
+        self.logit_standardization = logit_standardization
         for spec in base.flat_specs(loss):
             checks.check_choice(spec, _LOGITS_LOSSES, "loss")
         if not base.flat_specs(loss):
@@ -138,6 +148,9 @@ class LogitsDistillation(base.TemperedLoss):
             if not self.from_logits:
                 teacher = ops.log(ops.maximum(teacher, 1e-12))
                 student = ops.log(ops.maximum(student, 1e-12))
+            if self.logit_standardization:
+                teacher = standardization.standardize_logits(teacher)
+                student = standardization.standardize_logits(student)
             return _LOGITS_LOSSES[spec](teacher, student, self._temperature)
 
         return base.sum_over_outputs(
@@ -161,6 +174,7 @@ class LogitsDistillation(base.TemperedLoss):
     def get_config(self):
         config = super().get_config()
         config.update({"loss": self.loss, "from_logits": self.from_logits})
+        config["logit_standardization"] = self.logit_standardization
         return config
 
 

@@ -119,8 +119,9 @@ def _check_augmentation(augmentation, student):
     spec = _student_input_spec(student)
     if spec is None:
         return
-    try:
-        output = augmentation(spec, training=True)
+    batch = ops.zeros((2, *spec.shape[1:]), dtype=spec.dtype)
+    try:  # on two samples, so that the layer's own checks run
+        output = augmentation(batch, training=True)
     except Exception as error:  # any failure of the user's layer on the inputs
         raise ValueError(
             f"Expected `augmentation` to accept the student's inputs, of "
@@ -177,11 +178,14 @@ def _is_mixing(layer):
 
 
 def _student_input_spec(student):
-    """The student's one symbolic input, or `None` (several or unknown)."""
+    """The student's one symbolic input, or `None` (several, unknown, or
+    of an unknown size beyond the batch)."""
     if not taps.is_graph_network(student) or len(student.inputs) != 1:
         return None
     spec = student.inputs[0]
-    return keras.KerasTensor(spec.shape, dtype=spec.dtype)
+    if any(size is None for size in spec.shape[1:]):
+        return None
+    return spec
 
 
 def _same_shape(first, second):

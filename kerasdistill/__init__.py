@@ -33,6 +33,7 @@ from kerasdistill.deploy.export import export_student
 from kerasdistill.deploy.reporting import format_report
 from kerasdistill.deploy.reporting import report
 from kerasdistill.distiller import Distiller
+from kerasdistill.losses import CTKD
 from kerasdistill.losses import DIST
 from kerasdistill.losses import DKD
 from kerasdistill.losses import DifficultyWeighted
@@ -75,6 +76,7 @@ del _name, _module
 __all__ = [
     "AttentionDistillation",
     "BornAgainResult",
+    "CTKD",
     "DIST",
     "DKD",
     "DeepSupervision",

@@ -155,7 +155,7 @@ class LatestValue(keras.metrics.Metric):
         )
 
     def update_state(self, value):
-        self.value.assign(ops.cast(value, self.dtype))
+        self.value.assign(ops.cast(ops.stop_gradient(value), self.dtype))
 
     def result(self):
         return ops.convert_to_tensor(self.value)
@@ -166,8 +166,12 @@ class LatestValue(keras.metrics.Metric):
 
 def temperature_trackers(distillation_losses):
     """`[(loss, LatestValue)]` for each loss with a temperature variable,
-    logged as `temperature` (one such loss) or `<loss name>_temperature`."""
-    tempered = [loss for loss in distillation_losses if loss.temperature is not None]
+    logged as `temperature` (one such loss) or `<loss name>_temperature`;
+    a loss that learns its temperature (`CTKD`) is logged too."""
+    tempered = [
+        loss for loss in distillation_losses
+        if loss.temperature is not None or getattr(loss, "learns_temperature", False)
+    ]
     return [
         (loss, LatestValue(
             name="temperature" if len(tempered) == 1 else f"{loss.name}_temperature"

@@ -16,6 +16,7 @@ from keras import tree
 
 from kerasdistill import _keras_internals
 from kerasdistill import _training
+from kerasdistill import augmentation as augmentation_module
 from kerasdistill import checks
 from kerasdistill import distribute
 from kerasdistill import reduction
@@ -57,6 +58,12 @@ class Distiller(
     with `"per_teacher"` each loss is computed against every teacher and
     the results are averaged by the same weights.
 
+    With `augmentation` (and `mixing`), each training step makes one random
+    view of the batch and feeds it to both networks, so the student matches
+    the teacher on the very inputs it sees ("consistent teaching", Beyer et
+    al. 2022); evaluation and prediction use the inputs as they are. The
+    layers are saved with the Distiller and are never part of the student.
+
     Args:
         teacher: A trained `keras.Model`, or a list of them.
         student: The `keras.Model` to train.
@@ -70,6 +77,15 @@ class Distiller(
         teacher_weights: With several teachers, one weight >= 0 each
             (normalized to sum to 1). Defaults to equal weights.
         teacher_combination: `"average"` (default) or `"per_teacher"`.
+        augmentation: A Keras layer or model applied to each training
+            batch (`training=True`) before both networks, e.g.
+            `keras.layers.RandomTranslation(0.1, 0.1)` or a
+            `keras.Sequential` of augmentation layers. Not with cached
+            teacher outputs.
+        mixing: `keras.layers.MixUp(...)` or `keras.layers.CutMix(...)`,
+            applied after `augmentation` to image inputs; the labels are
+            mixed to match, so they must be one-hot or soft (fit on inputs
+            alone to leave the student loss out).
         name: The model's name.
         **kwargs: Passed to `keras.Model`.
 
@@ -100,6 +116,8 @@ class Distiller(
         student_loss_weight=0.5,
         teacher_weights=None,
         teacher_combination="average",
+        augmentation=None,
+        mixing=None,
         name="distiller",
         **kwargs,
     ):
@@ -138,6 +156,9 @@ class Distiller(
         self.student = student
         self.teacher_weights = teacher_weights
         self.teacher_combination = teacher_combination
+        self._view = augmentation_module.TrainingView(augmentation, mixing, student)
+        self.augmentation = augmentation
+        self.mixing = mixing
         for model in teachers:
             model.trainable = False
         self.distillation_losses = [
@@ -164,6 +185,7 @@ class Distiller(
             ),
         }
         self._student_pass = taps.PassRecord()
+        self._mixed_labels = taps.PassRecord()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
@@ -291,6 +313,7 @@ class Distiller(
         teacher outputs (`kerasdistill.cache_teacher_outputs`), and labels
         with `student_loss_weight` > 0 but no `loss` in `compile()`."""
         arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
+        self._view.check_fit(arguments.get("x"), arguments.get("y"))
         for data in (arguments.get("x"), arguments.get("validation_data")):
             cache.check_dataset(data, self.teacher, self._networks["teacher"].layer_names)
         if _training.has_labels(arguments.get("x"), arguments.get("y")):
@@ -303,11 +326,15 @@ class Distiller(
         # Before the student runs: on JAX and PyTorch a feature dict would
         # otherwise fail inside Keras with a less helpful message.
         checks.check_dict_inputs(cache.student_inputs(inputs), self.student, "student")
+        view, transformation = None, None
+        if training and self._view.active:  # the training step's one view
+            view, transformation = self._view.make(inputs)
+            inputs = view
         outputs, features = self._networks["student"](
             cache.student_inputs(inputs), training=training
         )
-        if features:
-            self._student_pass.store(outputs, features)
+        if features or view is not None:
+            self._student_pass.store(outputs, (features, view, transformation))
         return outputs
 
     def compute_loss(
@@ -340,7 +367,12 @@ class Distiller(
         """
         if y_pred is None:
             y_pred = self(x, training=training)
-        student_taps = (y_pred, self._student_features(x, y_pred, training))
+        features, view, transformation = self._student_pass_of(x, y_pred, training)
+        student_taps = (y_pred, features)
+        if transformation is not None and y is not None:
+            mixed = self._view.mix_labels(y, transformation)
+            self._mixed_labels.store(y, mixed)  # for compute_metrics
+            y = mixed
         # Read (while tracing) by the compute_metrics of the same step: a
         # training step reports the teacher's terms whatever
         # evaluate_with_teacher says.
@@ -351,7 +383,7 @@ class Distiller(
         regularization = _training.regularization(self)
         if y is not None:
             student_loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
-        x, teacher_taps = self._inputs_and_teacher_taps(x)
+        x, teacher_taps = self._inputs_and_teacher_taps(x if view is None else view)
         distillation_loss = self._distillation_loss(
             teacher_taps, student_taps, y, sample_weight, training,
             cache.student_inputs(x),
@@ -374,6 +406,8 @@ class Distiller(
         """The student's compiled metrics on the labels and the loss
         trackers; on a batch without labels, the trackers it updates."""
         if y is not None:
+            mixed = self._mixed_labels.take(y)  # the labels of a mixed batch
+            y = y if mixed is None else mixed
             logs = super().compute_metrics(x, y, y_pred, sample_weight)
         else:
             label_metrics = (self.student_loss_tracker, *self._compile_metric_objects())
@@ -410,15 +444,19 @@ class Distiller(
             if m.name != "loss" and not any(m is o for o in own)
         ]
 
-    def _student_features(self, x, y_pred, training):
-        if not self._networks["student"].layer_names:
-            return {}
-        features = self._student_pass.take(y_pred)
-        if features is None:  # y_pred was not made by this Distiller's call
+    def _student_pass_of(self, x, y_pred, training):
+        """`(features, view, transformation)` of the pass that made `y_pred`:
+        its tapped features, the augmented inputs and the mixing (`None`
+        without augmentation or outside training)."""
+        record = self._student_pass.take(y_pred)
+        if record is not None:
+            return record
+        features = {}  # y_pred was not made by this Distiller's call
+        if self._networks["student"].layer_names:
             _, features = self._networks["student"](
                 cache.student_inputs(x), training=training
             )
-        return features
+        return features, None, None
 
     def _student_only_loss(self, x, y, y_pred, sample_weight):
         """The student's own loss and regularization, without the teacher
@@ -519,6 +557,8 @@ class Distiller(
                 "student_loss_weight": _training.read(self._student_loss_weight),
                 "teacher_weights": list(self.teacher_weights),
                 "teacher_combination": self.teacher_combination,
+                "augmentation": _serialize_optional(self.augmentation),
+                "mixing": _serialize_optional(self.mixing),
             }
         )
         return config
@@ -536,6 +576,9 @@ class Distiller(
             keras.saving.deserialize_keras_object(loss)
             for loss in config["distillation_losses"]
         ]
+        for key in ("augmentation", "mixing"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 
@@ -546,6 +589,10 @@ def _as_list(value, name):
             "distillation_losses=kerasdistill.LogitsDistillation()."
         )
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _serialize_optional(layer):
+    return None if layer is None else keras.saving.serialize_keras_object(layer)
 
 
 def _tapped(layer_names):

@@ -4,6 +4,8 @@
   base of the losses with a temperature (`TemperedLoss`);
 - `logits`: Hinton KD (`LogitsDistillation`); `dkd`: DKD; `dist`: DIST;
 - `top_k`: token-level KD on the teacher's top-k logits (large vocabularies);
+  `ctkd`: CTKD (a learned, curriculum temperature); `standardization`:
+  logit standardization, an option of the logit losses;
 - `regression`: `RegressionDistillation`;
 - `features`: `FeatureDistillation` on tapped layers, with the per-sample
   functions of `feature_functions` and the learned projections of
@@ -25,6 +27,8 @@ losses = [kd.losses.LogitsDistillation(temperature=4.0),
 
 from kerasdistill.losses.base import DistillationLoss
 from kerasdistill.losses.base import TemperedLoss
+from kerasdistill.losses.ctkd import CTKD
+from kerasdistill.losses.ctkd import gradient_reversal
 from kerasdistill.losses.dist import DIST
 from kerasdistill.losses.dist import dist
 from kerasdistill.losses.dkd import DKD
@@ -43,12 +47,14 @@ from kerasdistill.losses.logits import logits_kl_divergence
 from kerasdistill.losses.logits import logits_soft_cross_entropy
 from kerasdistill.losses.regression import RegressionDistillation
 from kerasdistill.losses.regression import teacher_bounded_regression
+from kerasdistill.losses.standardization import standardize_logits
 from kerasdistill.losses.top_k import top_k_kl_divergence
 from kerasdistill.losses.top_k import top_k_soft_cross_entropy
 from kerasdistill.losses.top_k import top_k_targets
 from kerasdistill.losses.weighting import DifficultyWeighted
 
 __all__ = [
+    "CTKD",
     "DIST",
     "DKD",
     "DifficultyWeighted",
@@ -61,6 +67,7 @@ __all__ = [
     "cosine_distance",
     "decoupled_kd",
     "dist",
+    "gradient_reversal",
     "gram_matrix",
     "hint_mse",
     "logits_kl_divergence",
@@ -69,6 +76,7 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
+    "standardize_logits",
     "teacher_bounded_regression",
     "top_k_kl_divergence",
     "top_k_soft_cross_entropy",

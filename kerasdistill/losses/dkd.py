@@ -6,6 +6,7 @@ from keras import ops
 
 from kerasdistill import checks
 from kerasdistill.losses import logits
+from kerasdistill.losses import standardization
 
 _MASK = 1e9
 
@@ -70,6 +71,9 @@ class DKD(logits.SingleOutputLogitsLoss):
         beta: Weight of NCKD, >= 0. Defaults to 8.0 (the paper's CIFAR-100
             setting).
         temperature: Softmax temperature, > 0. Defaults to 4.0.
+        logit_standardization: `True` to z-score each sample's logits
+            before the softened softmaxes (Sun et al., CVPR 2024;
+            `kerasdistill.losses.standardize_logits`).
         name: Optional name.
 
     Example:
@@ -82,15 +86,19 @@ class DKD(logits.SingleOutputLogitsLoss):
 
     Reference:
         Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation",
-        CVPR 2022. https://arxiv.org/abs/2203.08679
+        CVPR 2022. https://arxiv.org/abs/2203.08679; logit standardization:
+        Sun et al., CVPR 2024. https://arxiv.org/abs/2403.01427
     """
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, name=None, **kwargs):
+    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0,
+                 logit_standardization=False, name=None, **kwargs):
         super().__init__(temperature, name=name, **kwargs)
         checks.check_non_negative(alpha, "alpha")
         checks.check_non_negative(beta, "beta")
+        standardization.check_option(logit_standardization)
         self.alpha = alpha
         self.beta = beta
+        self.logit_standardization = logit_standardization
 
     def call(self, teacher_outputs, student_outputs, y_true=None):
         if y_true is None:
@@ -99,6 +107,9 @@ class DKD(logits.SingleOutputLogitsLoss):
                 "Received a batch without labels. Pass `y` to `fit()`, or use "
                 "kerasdistill.LogitsDistillation or DIST on a transfer set."
             )
+        if self.logit_standardization:
+            teacher_outputs = standardization.standardize_logits(teacher_outputs)
+            student_outputs = standardization.standardize_logits(student_outputs)
         return decoupled_kd(
             teacher_outputs, student_outputs, y_true, self.alpha, self.beta,
             self._temperature,
@@ -106,7 +117,8 @@ class DKD(logits.SingleOutputLogitsLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"alpha": self.alpha, "beta": self.beta})
+        config.update({"alpha": self.alpha, "beta": self.beta,
+                       "logit_standardization": self.logit_standardization})
         return config
 
 

@@ -7,6 +7,7 @@ from keras import tree
 
 from kerasdistill import checks
 from kerasdistill.losses import base
+from kerasdistill.losses import standardization
 from kerasdistill.losses import top_k as top_k_losses
 
 
@@ -115,6 +116,10 @@ class LogitsDistillation(base.TemperedLoss):
             vocabulary)`: `kerasdistill.cache_teacher_outputs` then stores
             O(top_k) per token. `top_k` equal to the vocabulary size is
             the full loss (computed as such).
+        logit_standardization: `True` to z-score each sample's logits
+            (teacher's and student's) before the softened softmax, as in
+            Sun et al. (CVPR 2024); `temperature` is then their base
+            temperature. See `kerasdistill.losses.standardize_logits`.
         name: Optional name.
 
     Logits of rank 3, `(batch, sequence, vocabulary)`, give one value per
@@ -133,7 +138,9 @@ class LogitsDistillation(base.TemperedLoss):
 
     Reference:
         Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
-        Network", 2015. https://arxiv.org/abs/1503.02531
+        Network", 2015. https://arxiv.org/abs/1503.02531; logit
+        standardization: Sun et al., "Logit Standardization in Knowledge
+        Distillation", CVPR 2024. https://arxiv.org/abs/2403.01427
     """
 
     def __init__(
@@ -142,12 +149,22 @@ class LogitsDistillation(base.TemperedLoss):
         loss="kl_divergence",
         from_logits=True,
         top_k=None,
+        logit_standardization=False,
         name=None,
         **kwargs,
     ):
         super().__init__(temperature, name=name, **kwargs)
         if top_k is not None:
             checks.check_positive_int(top_k, "top_k")
+        standardization.check_option(logit_standardization)
+        self.logit_standardization = logit_standardization
+        if top_k is not None and logit_standardization:
+            raise ValueError(
+                "Expected top_k=None with logit_standardization=True: "
+                "standardizing needs the mean and spread of every logit, "
+                f"top-k keeps {top_k}. Received: top_k={top_k}, "
+                "logit_standardization=True. Drop one of them."
+            )
         for spec in base.flat_specs(loss):
             checks.check_choice(spec, _LOGITS_LOSSES, "loss")
         if not base.flat_specs(loss):
@@ -171,6 +188,9 @@ class LogitsDistillation(base.TemperedLoss):
         def per_output(spec, teacher, student, _):
             teacher = self._log_if_probabilities(teacher)
             student = self._log_if_probabilities(student)
+            if self.logit_standardization:
+                teacher = standardization.standardize_logits(teacher)
+                student = standardization.standardize_logits(student)
             classes = student.shape[-1]
             if self.top_k is not None and (classes is None or self.top_k < classes):
                 targets = top_k_losses.top_k_targets(teacher, self.top_k)
@@ -240,9 +260,10 @@ class LogitsDistillation(base.TemperedLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"loss": self.loss, "from_logits": self.from_logits, "top_k": self.top_k}
-        )
+        config.update({
+            "loss": self.loss, "from_logits": self.from_logits, "top_k": self.top_k,
+            "logit_standardization": self.logit_standardization,
+        })
         return config
 
 

@@ -36,7 +36,8 @@ Put `CSVLogger` or `TensorBoard` after these callbacks in the `callbacks`
 list: Keras passes one `logs` dict along the list, so a logger placed before
 a scheduler does not see the value the scheduler writes. (`alpha` and the
 temperature are also logged by the `Distiller` itself; the loss weights
-only by `LossWeightScheduler`.)
+only by `LossWeightScheduler`, CTKD's reversal strength only by
+`GradientReversalScheduler`.)
 """
 
 import logging
@@ -370,6 +371,62 @@ class LossWeightScheduler(ScheduleCallback):
 
     def get_config(self):
         return {**super().get_config(), "loss": self.loss}
+
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class GradientReversalScheduler(ScheduleCallback):
+    """Sets the gradient-reversal strength `lambda` of a `CTKD` loss by a
+    schedule: CTKD's curriculum, from easy (0: the temperature does not
+    fight the student) to hard. The value is logged as `reversal_strength`.
+
+    Args:
+        schedule: A schedule, a callable `step -> lambda`, or a number.
+        loss: Index or name of the CTKD loss. Defaults to the only loss
+            with a reversal strength.
+        update_freq: `"epoch"` or `"batch"`.
+        verbose: 0 or 1.
+
+    Example:
+
+    ```python
+    callback = kerasdistill.callbacks.GradientReversalScheduler(
+        kerasdistill.schedules.Cosine(0.0, 1.0, steps=10)
+    )
+    ```
+    """
+
+    expected = "a reversal strength >= 0"
+
+    def __init__(self, schedule, loss=None, update_freq="epoch", verbose=0):
+        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
+        if loss is not None:
+            _check_loss_selector(loss)
+        self.loss = loss
+
+    def _resolve(self, distiller):
+        if self.loss is not None:
+            loss = _find_loss(distiller, self.loss, "GradientReversalScheduler")
+            found = [loss] if _has_reversal(loss) else []
+        else:
+            found = [loss for loss in distiller.distillation_losses if _has_reversal(loss)]
+        if len(found) != 1:
+            raise ValueError(
+                "GradientReversalScheduler: expected one distillation loss "
+                "with a `reversal_strength` variable (kerasdistill.CTKD). "
+                f"Received the losses {[type(loss).__name__ for loss in found or distiller.distillation_losses]}"
+                f" with loss={self.loss!r}. Add a CTKD loss, or pass `loss=`."
+            )
+        return found[0].reversal_strength, "reversal_strength"
+
+    def _is_valid(self, value):
+        return value >= 0.0
+
+    def get_config(self):
+        return {**super().get_config(), "loss": self.loss}
+
+
+def _has_reversal(loss):
+    return isinstance(getattr(loss, "reversal_strength", None), keras.Variable)
 
 
 def _sync_jax_state(model):

@@ -130,3 +130,42 @@ def dkd_warmup(warmup_epochs=20, weight=1.0, loss=0, verbose=0):
         loss=loss,
         verbose=verbose,
     )
+
+
+def curriculum_temperature(ramp_epochs=10, max_strength=1.0, verbose=0):
+    """CTKD's curriculum: the gradient-reversal strength `lambda` of a
+    `kerasdistill.CTKD` loss rises from 0 to `max_strength` along half a
+    cosine over the first `ramp_epochs` epochs, then holds.
+
+    `lambda_e = max_strength * (1 - cos(pi * e / E)) / 2` at epoch index
+    `e < E`: the learned temperature first barely opposes the student
+    (easy), then maximizes the distillation loss ever more (hard).
+
+    Args:
+        ramp_epochs: `E`, an integer >= 1. Defaults to 10 (the paper's
+            code).
+        max_strength: `lambda` after the ramp, >= 0. Defaults to 1.0.
+        verbose: 0 or 1.
+
+    Returns:
+        A `kerasdistill.callbacks.GradientReversalScheduler`.
+
+    Example:
+
+    ```python
+    distiller.fit(
+        x, y, epochs=40,
+        callbacks=[kerasdistill.recipes.curriculum_temperature(10)],
+    )
+    ```
+
+    Reference:
+        Li et al., "Curriculum Temperature for Knowledge Distillation",
+        AAAI 2023 (eq. 11). https://arxiv.org/abs/2211.16231
+    """
+    checks.check_positive_int(ramp_epochs, "ramp_epochs")
+    checks.check_non_negative(max_strength, "max_strength")
+    return callbacks.GradientReversalScheduler(
+        curves.Cosine(0.0, max_strength, steps=ramp_epochs), verbose=verbose
+    )
+

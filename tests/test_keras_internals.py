@@ -43,6 +43,7 @@ def test_created_strategy_and_several_workers():
     assert callable(getattr(extended, "_in_multi_worker_mode", None))
 
 
+@pytest.mark.tensorflow_only(reason="Keras's TensorFlow trainer builds through it")
 def test_multi_worker_build_overrides_a_method_keras_still_calls():
     build = getattr(keras.Model, "_maybe_symbolic_build", None)
     assert callable(build)

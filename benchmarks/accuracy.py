@@ -20,7 +20,8 @@ with the same shifts. Distillation rows use alpha 0.5 and T 4, the
 augmented ones feed one shifted view per step to both networks
 (`Distiller(augmentation=...)`, Beyer et al. 2022). "gap closed" is
 `(acc - baseline) / (teacher - baseline)`, the baseline being the
-label-only student with the row's augmentation (plain or shifts).
+label-only student with the row's augmentation (plain or shifts); n/a
+where the teacher does not beat that baseline.
 
 Each figure is the test accuracy after the last epoch, mean +- std over 5
 seeds (the seed sets the split, the initial weights and the shuffling).
@@ -256,8 +257,8 @@ def print_table(title, rows, gaps=None):
     print(header + ("  gap closed" if gaps else ""))
     for name, values in rows.items():
         line = f"{name:<{width}}  {np.mean(values):>7.4f} +- {np.std(values):.4f}"
-        if gaps and gaps.get(name) is not None:
-            line += f"  {gaps[name]:>10.0%}"
+        if gaps and name in gaps:
+            line += "         n/a" if gaps[name] is None else f"  {gaps[name]:>10.0%}"
         print(line)
     print()
 
@@ -287,9 +288,11 @@ def same_labels_table(seeds, epochs):
         PLAIN: np.mean(rows["student, labels only"]),
         SHIFTED: np.mean(rows["student, labels only + shifts (fair baseline)"]),
     }
+    # No gap to close where the teacher is not better than the baseline.
     gaps = {
         name: (np.mean(values) - reference[baselines[name]])
         / (teacher - reference[baselines[name]])
+        if teacher - reference[baselines[name]] > 1e-3 else None
         for name, values in rows.items()
         if baselines[name] is not None and "labels only" not in name
     }

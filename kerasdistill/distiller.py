@@ -58,11 +58,8 @@ class Distiller(
     with `"per_teacher"` each loss is computed against every teacher and
     the results are averaged by the same weights.
 
-    With `augmentation` (and `mixing`), each training step makes one random
-    view of the batch and feeds it to both networks, so the student matches
-    the teacher on the very inputs it sees ("consistent teaching", Beyer et
-    al. 2022); evaluation and prediction use the inputs as they are. The
-    layers are saved with the Distiller and are never part of the student.
+    `augmentation` / `mixing` make one random view per training step, fed
+    to both networks (Beyer et al. 2022; docs/augmentation.md).
 
     Args:
         teacher: A trained `keras.Model`, or a list of them.
@@ -77,15 +74,12 @@ class Distiller(
         teacher_weights: With several teachers, one weight >= 0 each
             (normalized to sum to 1). Defaults to equal weights.
         teacher_combination: `"average"` (default) or `"per_teacher"`.
-        augmentation: A Keras layer or model applied to each training
-            batch (`training=True`) before both networks, e.g.
-            `keras.layers.RandomTranslation(0.1, 0.1)` or a
-            `keras.Sequential` of augmentation layers. Not with cached
-            teacher outputs.
-        mixing: `keras.layers.MixUp(...)` or `keras.layers.CutMix(...)`,
-            applied after `augmentation` to image inputs; the labels are
-            mixed to match, so they must be one-hot or soft (fit on inputs
-            alone to leave the student loss out).
+        augmentation: A Keras layer or model (e.g. `keras.layers.
+            RandomTranslation(0.1, 0.1)`) applied to each training batch;
+            saved with the Distiller, never part of the student. Not with
+            cached teacher outputs.
+        mixing: `keras.layers.MixUp()` or `CutMix()`, after `augmentation`,
+            on images; the labels are mixed too, so they must be one-hot.
         name: The model's name.
         **kwargs: Passed to `keras.Model`.
 

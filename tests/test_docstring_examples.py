@@ -34,6 +34,13 @@ NOT_RUN = {
     "kerasdistill.deploy.tuner.DistillerHyperModel": "a 20-trial tuner search",
     "kerasdistill.deploy.export.export_student": "an int8 TFLite conversion (tested in test_export)",
     "kerasdistill.deploy": "a TFLite conversion (tested in test_export)",
+    # keras-hub transformers; the same calls run in test_transformers.py and
+    # test_language_models.py on tiny keras-hub models.
+    "kerasdistill.transformers": "keras-hub BERT and GPT-2 models",
+    "kerasdistill.transformers.attention.AttentionDistillation": "keras-hub BERT models",
+    "kerasdistill.transformers.layer_mapping.find_stack": "a keras-hub BERT model",
+    "kerasdistill.transformers.layer_mapping.layer_mapping": "keras-hub BERT models",
+    "kerasdistill.transformers.sequence_kd.generate_transfer_set": "a keras-hub GPT-2 model",
 }
 
 # Examples that train several models or fit several times: over a few
@@ -79,6 +86,17 @@ def _logits(get, shift=0.0):
     return (rng.normal(size=(SAMPLES, CLASSES)) + shift).astype("float32")
 
 
+def _token_logits(seed):
+    """Token-level logits (batch, sequence, vocabulary)."""
+    return np.random.default_rng(seed).normal(size=(2, 4, 128)).astype("float32")
+
+
+def _attention(seed):
+    """Attention probabilities (batch, heads, queries, keys)."""
+    scores = np.random.default_rng(seed).normal(size=(2, 2, 4, 4))
+    return (np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)).astype("float32")
+
+
 def _maps(channels):
     return np.random.default_rng(channels).normal(
         size=(SAMPLES, 4, 4, channels)).astype("float32")
@@ -105,6 +123,11 @@ FIXTURES = {
     **{name: (lambda get: get("data")[1]) for name in ("y", "y_train", "y_val", "y_test")},
     "t": _logits,
     "s": lambda get: _logits(get, shift=0.5),
+    "logits": _logits,
+    "teacher_logits": lambda get: _token_logits(0),
+    "student_logits": lambda get: _token_logits(1),
+    "teacher_scores": lambda get: _attention(0),
+    "student_scores": lambda get: _attention(1),
     "t_maps": lambda get: _maps(8),
     "s_maps": lambda get: _maps(3),
     "teacher": lambda get: _classifier("teacher", "t_", width=16),

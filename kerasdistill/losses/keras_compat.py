@@ -111,9 +111,10 @@ class KerasDistillationLoss(base.DistillationLoss):
         self.student_layer_name = getattr(loss, "student_layer_name", None)
 
     def compute_loss(self, teacher_outputs, student_outputs, sample_weight=None,
-                     y_true=None, training=None):
+                     y_true=None, training=None, inputs=None):
         """The wrapped loss's value for the batch, scaled for the replicas
-        of a distribution strategy; `y_true` and `training` are unused."""
+        of a distribution strategy; `y_true`, `training` and `inputs` are
+        not the wrapped loss's arguments."""
         if sample_weight is not None:
             raise ValueError(
                 f"{type(self.loss).__name__} returns one value per batch, so "

@@ -153,6 +153,9 @@ def curriculum_temperature(ramp_epochs=10, max_strength=1.0, verbose=0):
     Example:
 
     ```python
+    distiller = kerasdistill.Distiller(teacher, student, kerasdistill.CTKD())
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
     distiller.fit(
         x, y, epochs=40,
         callbacks=[kerasdistill.recipes.curriculum_temperature(10)],

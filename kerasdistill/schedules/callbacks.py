@@ -252,8 +252,31 @@ class AlphaScheduler(ScheduleCallback):
         self.model.student_loss_weight = value
 
 
+class LossScheduleCallback(ScheduleCallback):
+    """A `ScheduleCallback` that drives one distillation loss, chosen by
+    `loss`: its index in `distiller.distillation_losses` or its name
+    (`None`: the only loss the callback applies to).
+
+    Example:
+
+    ```python
+    callback = kerasdistill.callbacks.TemperatureScheduler(4.0, loss=0)
+    callback.loss  # 0
+    ```
+    """
+
+    def __init__(self, schedule, loss=None, update_freq="epoch", verbose=0):
+        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
+        if loss is not None:
+            _check_loss_selector(loss)
+        self.loss = loss
+
+    def get_config(self):
+        return {**super().get_config(), "loss": self.loss}
+
+
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class TemperatureScheduler(ScheduleCallback):
+class TemperatureScheduler(LossScheduleCallback):
     """Sets the temperature of a distillation loss by a schedule.
 
     It drives a loss of a `Distiller` (and `SelfDistiller`), or the
@@ -282,11 +305,6 @@ class TemperatureScheduler(ScheduleCallback):
 
     expected = "a temperature > 0"
 
-    def __init__(self, schedule, loss=None, update_freq="epoch", verbose=0):
-        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
-        if loss is not None:
-            _check_loss_selector(loss)
-        self.loss = loss
 
     def _resolve(self, distiller):
         with_temperature = [
@@ -321,12 +339,9 @@ class TemperatureScheduler(ScheduleCallback):
     def _is_valid(self, value):
         return value > 0.0
 
-    def get_config(self):
-        return {**super().get_config(), "loss": self.loss}
-
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class LossWeightScheduler(ScheduleCallback):
+class LossWeightScheduler(LossScheduleCallback):
     """Sets the weight of one distillation loss by a schedule.
 
     The weight is `w_i` in `sum_i(w_i * distillation_loss_i)`; the value is
@@ -354,9 +369,8 @@ class LossWeightScheduler(ScheduleCallback):
     drives = (Distiller,)  # the one model with distillation loss weights
 
     def __init__(self, schedule, loss=0, update_freq="epoch", verbose=0):
-        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
         _check_loss_selector(loss)
-        self.loss = loss
+        super().__init__(schedule, loss, update_freq=update_freq, verbose=verbose)
 
     def _resolve(self, distiller):
         loss = _find_loss(distiller, self.loss, "LossWeightScheduler")
@@ -369,12 +383,9 @@ class LossWeightScheduler(ScheduleCallback):
     def _is_valid(self, value):
         return value >= 0.0
 
-    def get_config(self):
-        return {**super().get_config(), "loss": self.loss}
-
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class GradientReversalScheduler(ScheduleCallback):
+class GradientReversalScheduler(LossScheduleCallback):
     """Sets the gradient-reversal strength `lambda` of a `CTKD` loss by a
     schedule: CTKD's curriculum, from easy (0: the temperature does not
     fight the student) to hard. The value is logged as `reversal_strength`.
@@ -397,11 +408,6 @@ class GradientReversalScheduler(ScheduleCallback):
 
     expected = "a reversal strength >= 0"
 
-    def __init__(self, schedule, loss=None, update_freq="epoch", verbose=0):
-        super().__init__(schedule, update_freq=update_freq, verbose=verbose)
-        if loss is not None:
-            _check_loss_selector(loss)
-        self.loss = loss
 
     def _resolve(self, distiller):
         if self.loss is not None:
@@ -420,9 +426,6 @@ class GradientReversalScheduler(ScheduleCallback):
 
     def _is_valid(self, value):
         return value >= 0.0
-
-    def get_config(self):
-        return {**super().get_config(), "loss": self.loss}
 
 
 def _has_reversal(loss):

@@ -106,12 +106,18 @@ def run_seed(seed, epochs):
     """Returns {row name: test accuracy} for one seed."""
     keras.utils.set_random_seed(seed)
     data = digits_split(LABELED_FRACTION, seed)
-    x_train, x_labeled, y_labeled = data["x_train"], data["x_labeled"], data["y_labeled"]
+    x_train, x_labeled, y_labeled = (
+        data["x_train"],
+        data["x_labeled"],
+        data["y_labeled"],
+    )
     results = {}
 
     teacher = mlp([256, 256, 32], "teacher", dropout=0.3)
     teacher.compile(adam(), SPARSE_CE)
-    teacher.fit(x_train, data["y_train"], epochs=epochs, batch_size=BATCH_SIZE, verbose=0)
+    teacher.fit(
+        x_train, data["y_train"], epochs=epochs, batch_size=BATCH_SIZE, verbose=0
+    )
     results["teacher (all labels)"] = accuracy(teacher, data)
 
     keras.utils.set_random_seed(seed)
@@ -137,7 +143,8 @@ def run_seed(seed, epochs):
     ]:
         model = fresh_student()
         theirs = keras.distillation.Distiller(
-            teacher, model,
+            teacher,
+            model,
             keras.distillation.LogitsDistillation(TEMPERATURE, loss=logits_loss),
             student_loss_weight=0.0,
         )
@@ -145,14 +152,19 @@ def run_seed(seed, epochs):
         results[f"{label}, transfer set"] = accuracy(fit(theirs, x_train), data)
 
     ours_losses = {
-        "kerasdistill, logits, transfer set": [kerasdistill.LogitsDistillation(TEMPERATURE)],
+        "kerasdistill, logits, transfer set": [
+            kerasdistill.LogitsDistillation(TEMPERATURE)
+        ],
         "kerasdistill, logits + features, transfer set": [
-            kerasdistill.LogitsDistillation(TEMPERATURE), hint_loss(kerasdistill)
+            kerasdistill.LogitsDistillation(TEMPERATURE),
+            hint_loss(kerasdistill),
         ],
     }
     # No augmentation on digits: the teacher's outputs are computed once.
     cached = kerasdistill.cache_teacher_outputs(
-        teacher, x_train, ours_losses["kerasdistill, logits + features, transfer set"],
+        teacher,
+        x_train,
+        ours_losses["kerasdistill, logits + features, transfer set"],
         batch_size=BATCH_SIZE,
     )
     for label, losses in ours_losses.items():
@@ -169,7 +181,10 @@ def run_seed(seed, epochs):
     )
     model = fresh_student()
     ours = kerasdistill.Distiller(
-        teacher, model, kerasdistill.LogitsDistillation(TEMPERATURE), student_loss_weight=0.5
+        teacher,
+        model,
+        kerasdistill.LogitsDistillation(TEMPERATURE),
+        student_loss_weight=0.5,
     )
     ours.compile(adam(), SPARSE_CE)
     results["reference: kerasdistill, logits, all labels (alpha 0.5)"] = accuracy(
@@ -202,12 +217,18 @@ def same_labels_seed(seed, epochs):
 
     def fit(model, callbacks=()):
         model.fit(
-            x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=BATCH_SIZE,
+            verbose=0,
             callbacks=list(callbacks),
         )
 
-    for label, augmented in (("student, labels only", False),
-                             ("student, labels only + shifts (fair baseline)", True)):
+    for label, augmented in (
+        ("student, labels only", False),
+        ("student, labels only + shifts (fair baseline)", True),
+    ):
         model = fresh_student()
         trained = keras.Sequential([shifts(seed), model]) if augmented else model
         trained.compile(adam(), SPARSE_CE)
@@ -216,8 +237,11 @@ def same_labels_seed(seed, epochs):
 
     model = fresh_student()
     theirs = keras.distillation.Distiller(
-        teacher, model,
-        keras.distillation.LogitsDistillation(TEMPERATURE, loss=keras.losses.KLDivergence()),
+        teacher,
+        model,
+        keras.distillation.LogitsDistillation(
+            TEMPERATURE, loss=keras.losses.KLDivergence()
+        ),
         student_loss_weight=0.5,
     )
     theirs.compile(adam(), loss=SPARSE_CE)
@@ -227,19 +251,38 @@ def same_labels_seed(seed, epochs):
     kd = kerasdistill
     rows = [
         ("kerasdistill, KD", kd.LogitsDistillation(TEMPERATURE), False, ()),
-        ("kerasdistill, KD + consistent shifts", kd.LogitsDistillation(TEMPERATURE),
-         True, ()),
-        ("  + logit standardization (T 2)",
-         kd.LogitsDistillation(2.0, logit_standardization=True), True, ()),
-        ("kerasdistill, DKD + consistent shifts", kd.DKD(temperature=TEMPERATURE),
-         True, ()),
-        ("kerasdistill, CTKD + consistent shifts", kd.CTKD(TEMPERATURE), True,
-         (kd.recipes.curriculum_temperature(10),)),
+        (
+            "kerasdistill, KD + consistent shifts",
+            kd.LogitsDistillation(TEMPERATURE),
+            True,
+            (),
+        ),
+        (
+            "  + logit standardization (T 2)",
+            kd.LogitsDistillation(2.0, logit_standardization=True),
+            True,
+            (),
+        ),
+        (
+            "kerasdistill, DKD + consistent shifts",
+            kd.DKD(temperature=TEMPERATURE),
+            True,
+            (),
+        ),
+        (
+            "kerasdistill, CTKD + consistent shifts",
+            kd.CTKD(TEMPERATURE),
+            True,
+            (kd.recipes.curriculum_temperature(10),),
+        ),
     ]
     for label, loss, augmented, callbacks in rows:
         model = fresh_student()
         ours = kd.Distiller(
-            teacher, model, loss, student_loss_weight=0.5,
+            teacher,
+            model,
+            loss,
+            student_loss_weight=0.5,
             augmentation=shifts(seed) if augmented else None,
         )
         ours.compile(adam(), SPARSE_CE)
@@ -291,7 +334,8 @@ def same_labels_table(seeds, epochs):
     gaps = {
         name: (np.mean(values) - reference[baselines[name]])
         / (teacher - reference[baselines[name]])
-        if teacher - reference[baselines[name]] > 1e-3 else None
+        if teacher - reference[baselines[name]] > 1e-3
+        else None
         for name, values in rows.items()
         if baselines[name] is not None and "labels only" not in name
     }
@@ -300,18 +344,21 @@ def same_labels_table(seeds, epochs):
         f"labels, {epochs} epochs, alpha 0.5, temperature {TEMPERATURE}; test "
         f"accuracy after the last epoch, mean +- std over {seeds} seeds; gap "
         "closed against the label-only student with the same augmentation",
-        rows, gaps,
+        rows,
+        gaps,
     )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=40,
-                        help="epochs of the transfer-set table")
+    parser.add_argument(
+        "--epochs", type=int, default=40, help="epochs of the transfer-set table"
+    )
     parser.add_argument("--same-labels-epochs", type=int, default=100)
-    parser.add_argument("--table", choices=("both", "transfer", "same-labels"),
-                        default="both")
+    parser.add_argument(
+        "--table", choices=("both", "transfer", "same-labels"), default="both"
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     print(f"backend {keras.backend.backend()}, keras {keras.__version__}")

@@ -40,15 +40,24 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 import kerasdistill as kd  # noqa: E402
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-MODES = ("plain", "snapshot (PS-KD)", "ema (mean teacher)", "ema+hidden",
-         "born-again (gen 2)", "deep supervision", "mutual (DML)")
+MODES = (
+    "plain",
+    "snapshot (PS-KD)",
+    "ema (mean teacher)",
+    "ema+hidden",
+    "born-again (gen 2)",
+    "deep supervision",
+    "mutual (DML)",
+)
 
 
 def load(name):
     """Returns (x_train, y_train, x_test, y_test, task, epochs, scale)."""
     if name == "diabetes":
         x, y = load_diabetes(return_X_y=True)
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0)
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=0.3, random_state=0
+        )
         task, epochs = "regression", 60
     elif name == "friedman1":
         x, y = make_friedman1(n_samples=1400, noise=1.0, random_state=0)
@@ -75,14 +84,19 @@ def mlp(features, outputs, name="mlp"):
     inputs = keras.Input((features,))
     hidden = keras.layers.Dense(32, activation="relu", name="hidden1")(inputs)
     hidden = keras.layers.Dense(32, activation="relu", name="hidden2")(hidden)
-    return keras.Model(inputs, keras.layers.Dense(outputs, name="out")(hidden), name=name)
+    return keras.Model(
+        inputs, keras.layers.Dense(outputs, name="out")(hidden), name=name
+    )
 
 
 def losses_for(task):
     """(supervised loss, output distillation loss at T=3, at T=1)."""
     if task == "classification":
-        return (SPARSE_CE, kd.LogitsDistillation(3.0),
-                kd.LogitsDistillation(1.0, loss="soft_cross_entropy"))
+        return (
+            SPARSE_CE,
+            kd.LogitsDistillation(3.0),
+            kd.LogitsDistillation(1.0, loss="soft_cross_entropy"),
+        )
     return "mse", kd.RegressionDistillation("mse"), kd.RegressionDistillation("mse")
 
 
@@ -99,7 +113,9 @@ def run(mode, data, seed, epochs_scale):
     outputs = 10 if task == "classification" else 1
     supervised, soft, hard = losses_for(task)
     # A tf.data pipeline: far less per-epoch overhead than numpy arrays.
-    train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(32)
+    train = (
+        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(32)
+    )
     fit = {"epochs": epochs, "verbose": 0, "shuffle": False}  # shuffled above
 
     def build(name="mlp"):
@@ -113,7 +129,9 @@ def run(mode, data, seed, epochs_scale):
         model.fit(train, **fit)
     elif mode == "snapshot (PS-KD)":
         trainer = kd.SelfDistiller(
-            model, "snapshot", hard,
+            model,
+            "snapshot",
+            hard,
             progressive_alpha=0.8 if task == "classification" else 0.5,
         )
         trainer.compile(keras.optimizers.Adam(1e-3), supervised)
@@ -127,7 +145,9 @@ def run(mode, data, seed, epochs_scale):
         trainer.fit(train, **fit)
     elif mode == "born-again (gen 2)":
         # The scores are not used to pick a generation: the last is reported.
-        result = kd.born_again(lambda: build(), train, train, hard, generations=3, **fit)
+        result = kd.born_again(
+            lambda: build(), train, train, hard, generations=3, **fit
+        )
         model = result.models[-1]
     elif mode == "deep supervision":
         trainer = kd.DeepSupervision(model, ["hidden1"], soft)
@@ -144,7 +164,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs-scale", type=float, default=1.0)
-    parser.add_argument("--datasets", nargs="+", default=["diabetes", "friedman1", "digits"])
+    parser.add_argument(
+        "--datasets", nargs="+", default=["diabetes", "friedman1", "digits"]
+    )
     args = parser.parse_args(argv)
     start = time.time()
     print(f"seeds 0..{args.seeds - 1}, MLP 32-32, Adam(1e-3), batch 32, last epoch\n")
@@ -152,16 +174,24 @@ def main(argv=None):
         data = load(name)
         task, epochs = data[4], max(1, round(data[5] * args.epochs_scale))
         metric = "test accuracy" if task == "classification" else "test RMSE"
-        results = {mode: [run(mode, data, seed, args.epochs_scale) for seed in range(args.seeds)]
-                   for mode in MODES}
+        results = {
+            mode: [
+                run(mode, data, seed, args.epochs_scale) for seed in range(args.seeds)
+            ]
+            for mode in MODES
+        }
         plain = np.mean(results["plain"])
         better = "higher" if task == "classification" else "lower"
-        print(f"{name} ({len(data[0])} train / {len(data[2])} test, {epochs} epochs): "
-              f"{metric}, {better} is better")
+        print(
+            f"{name} ({len(data[0])} train / {len(data[2])} test, {epochs} epochs): "
+            f"{metric}, {better} is better"
+        )
         print(f"  {'mode':<22}{'mean +- std':>18}{'vs plain':>10}")
         for mode, values in results.items():
             delta = "" if mode == "plain" else f"{np.mean(values) - plain:+.4f}"
-            print(f"  {mode:<22}{np.mean(values):>10.4f} +- {np.std(values):.4f}{delta:>10}")
+            print(
+                f"  {mode:<22}{np.mean(values):>10.4f} +- {np.std(values):.4f}{delta:>10}"
+            )
         print()
     print(f"total time {time.time() - start:.0f} s")
 

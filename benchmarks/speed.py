@@ -54,8 +54,11 @@ SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def make_data(seed=0):
     x, y = make_classification(
-        n_samples=SAMPLES, n_features=FEATURES, n_informative=32,
-        n_classes=CLASSES, random_state=seed,
+        n_samples=SAMPLES,
+        n_features=FEATURES,
+        n_informative=32,
+        n_classes=CLASSES,
+        random_state=seed,
     )
     return x.astype("float32"), y.astype("int32")
 
@@ -80,7 +83,8 @@ def make_models():
 
 def feature_loss(module):
     return module.FeatureDistillation(
-        loss="mse", teacher_layer_name="teacher_hidden",
+        loss="mse",
+        teacher_layer_name="teacher_hidden",
         student_layer_name="student_hidden",
     )
 
@@ -102,7 +106,8 @@ def distillers(teacher, student):
             teacher, fresh(), theirs_logits
         ),
         "ours, logits + feature": kerasdistill.Distiller(
-            teacher, fresh(),
+            teacher,
+            fresh(),
             [kerasdistill.LogitsDistillation(TEMPERATURE), feature_loss(kerasdistill)],
         ),
         "keras.distillation, logits + feature": keras.distillation.Distiller(
@@ -145,7 +150,8 @@ def time_predict(teacher, x):
 def directory_size(path):
     return sum(
         os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path) for name in names
+        for root, _, names in os.walk(path)
+        for name in names
     )
 
 
@@ -164,7 +170,10 @@ def measure_speed(rounds):
     build_seconds = time.perf_counter() - start
     cache_dir = tempfile.mkdtemp(prefix="kerasdistill_speed_")
     kerasdistill.cache_teacher_outputs(
-        teacher, (x, y), losses, batch_size=BATCH_SIZE,
+        teacher,
+        (x, y),
+        losses,
+        batch_size=BATCH_SIZE,
         path=os.path.join(cache_dir, "cache"),
     )
     disk_bytes = directory_size(os.path.join(cache_dir, "cache"))
@@ -221,22 +230,39 @@ def memory_probe(which):
 def peak_rss_mb(which):
     output = subprocess.run(
         [sys.executable, __file__, "--memory-probe", which],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return float(output.strip().splitlines()[-1])
 
 
 RATIOS = [
-    ("floor: ours, logits / (teacher predict + student only)",
-     ("ours, logits", "teacher predict", "student only"), "<= 1.05"),
-    ("ours / keras.distillation, logits",
-     ("ours, logits", "keras.distillation, logits"), ""),
-    ("ours / keras.distillation, logits + feature",
-     ("ours, logits + feature", "keras.distillation, logits + feature"), ""),
-    ("cached: ours, cached teacher / student only",
-     ("ours, logits, cached teacher", "student only"), "<= 1.15"),
-    ("ours, cached teacher / ours, logits",
-     ("ours, logits, cached teacher", "ours, logits"), ""),
+    (
+        "floor: ours, logits / (teacher predict + student only)",
+        ("ours, logits", "teacher predict", "student only"),
+        "<= 1.05",
+    ),
+    (
+        "ours / keras.distillation, logits",
+        ("ours, logits", "keras.distillation, logits"),
+        "",
+    ),
+    (
+        "ours / keras.distillation, logits + feature",
+        ("ours, logits + feature", "keras.distillation, logits + feature"),
+        "",
+    ),
+    (
+        "cached: ours, cached teacher / student only",
+        ("ours, logits, cached teacher", "student only"),
+        "<= 1.15",
+    ),
+    (
+        "ours, cached teacher / ours, logits",
+        ("ours, logits, cached teacher", "ours, logits"),
+        "",
+    ),
 ]
 
 
@@ -261,18 +287,27 @@ def backend_probe(rounds):
     for _ in range(rounds):
         for name in BACKEND_JOBS:
             times[name].append(time_epoch(models[name], x, y, batch_size=BATCH_SIZE))
-    print(json.dumps({name: values[1:] for name, values in times.items()},
-                     default=lambda a: a.tolist()))
+    print(
+        json.dumps(
+            {name: values[1:] for name, values in times.items()},
+            default=lambda a: a.tolist(),
+        )
+    )
 
 
 def backend_times(backend, rounds):
     env = dict(os.environ, KERAS_BACKEND=backend)
     output = subprocess.run(
         [sys.executable, __file__, "--backend-probe", "--rounds", str(rounds)],
-        check=True, capture_output=True, text=True, env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
-    return {name: np.array(values) for name, values in
-            json.loads(output.strip().splitlines()[-1]).items()}
+    return {
+        name: np.array(values)
+        for name, values in json.loads(output.strip().splitlines()[-1]).items()
+    }
 
 
 def backend_report(per_backend):
@@ -287,11 +322,15 @@ def backend_report(per_backend):
         for job in ("ours, logits", "ours, logits + feature", "student only"):
             wall = np.median(times[job][:, 0])
             theirs = job.replace("ours", "keras.distillation")
-            ratio = "" if theirs == job else "{:>6.3f} {:>6.3f}".format(
-                *ratios(times, job, theirs)
+            ratio = (
+                ""
+                if theirs == job
+                else "{:>6.3f} {:>6.3f}".format(*ratios(times, job, theirs))
             )
             relative = (
-                wall / np.median(reference[job][:, 0]) if reference is not None else np.nan
+                wall / np.median(reference[job][:, 0])
+                if reference is not None
+                else np.nan
             )
             lines.append(
                 f"{backend + ', ' + job:<40} {wall:>7.3f}   {ratio:>13}   {relative:>10.3f}"
@@ -341,14 +380,25 @@ def report(results, memory):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8,
-                        help="rounds of one epoch per configuration (first is warm-up)")
-    parser.add_argument("--backends", default="tensorflow,jax,torch",
-                        help="comma-separated Keras backends for the backend table")
-    parser.add_argument("--skip-main", action="store_true",
-                        help="print only the backend table")
-    parser.add_argument("--memory-probe", choices=["student", "distillation", "cached"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="rounds of one epoch per configuration (first is warm-up)",
+    )
+    parser.add_argument(
+        "--backends",
+        default="tensorflow,jax,torch",
+        help="comma-separated Keras backends for the backend table",
+    )
+    parser.add_argument(
+        "--skip-main", action="store_true", help="print only the backend table"
+    )
+    parser.add_argument(
+        "--memory-probe",
+        choices=["student", "distillation", "cached"],
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--backend-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -366,7 +416,8 @@ def main():
         print(report(measure_speed(args.rounds), memory), flush=True)
     per_backend = {
         backend: backend_times(backend, args.rounds)
-        for backend in args.backends.split(",") if backend
+        for backend in args.backends.split(",")
+        if backend
     }
     print(backend_report(per_backend))
 

@@ -50,8 +50,12 @@ CONFIGS = ("live, full", "live, top-32", "cache, full", "cache, top-32")
 def gpt2(layers, width, seed):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB, num_layers=layers, num_heads=2, hidden_dim=width,
-        intermediate_dim=2 * width, max_sequence_length=LENGTH,
+        vocabulary_size=VOCAB,
+        num_layers=layers,
+        num_heads=2,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        max_sequence_length=LENGTH,
     )
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
@@ -59,7 +63,10 @@ def gpt2(layers, width, seed):
 def make_data():
     rng = np.random.default_rng(0)
     ids = rng.integers(1, VOCAB, size=(SEQUENCES, LENGTH + 1)).astype("int32")
-    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((SEQUENCES, LENGTH), "int32")}
+    x = {
+        "token_ids": ids[:, :-1],
+        "padding_mask": np.ones((SEQUENCES, LENGTH), "int32"),
+    }
     return x, ids[:, 1:], np.ones((SEQUENCES, LENGTH), "float32")
 
 
@@ -73,7 +80,9 @@ def build(config, teacher, student, data):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     if config.startswith("cache"):
-        data = kerasdistill.cache_teacher_outputs(teacher, data, [loss], batch_size=BATCH_SIZE)
+        data = kerasdistill.cache_teacher_outputs(
+            teacher, data, [loss], batch_size=BATCH_SIZE
+        )
         return distiller, (data,), {}
     x, y, weights = data
     return distiller, (x, y), {"sample_weight": weights, "batch_size": BATCH_SIZE}
@@ -92,7 +101,9 @@ def memory_probe(config):
 def peak_rss_mib(config):
     output = subprocess.run(
         [sys.executable, __file__, "--memory-probe", config],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return float(output.strip().splitlines()[-1])
 
@@ -110,7 +121,8 @@ def target_bytes_per_token(teacher, data, top_k):
         in_memory = sum(a.numpy().nbytes for a in arrays) / (BATCH_SIZE * LENGTH)
         on_disk = sum(
             os.path.getsize(os.path.join(root, name))
-            for root, _, names in os.walk(path) for name in names
+            for root, _, names in os.walk(path)
+            for name in names
         )
     return in_memory, on_disk / (SEQUENCES * LENGTH)
 
@@ -132,9 +144,7 @@ def main(rounds):
         rows[config]["bytes"], rows[config]["disk"] = target_bytes_per_token(
             teacher, data, top_k
         )
-    built = {
-        config: build(config, teacher, gpt2(1, 64, 1), data) for config in CONFIGS
-    }
+    built = {config: build(config, teacher, gpt2(1, 64, 1), data) for config in CONFIGS}
     times = {config: [] for config in CONFIGS}
     steps = -(-SEQUENCES // BATCH_SIZE)
     for round_ in range(rounds + 1):

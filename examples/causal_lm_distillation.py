@@ -45,29 +45,39 @@ def causal_lm_data(ids):
 def gpt2(layers, width, seed):
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB, num_layers=layers, num_heads=2, hidden_dim=width,
-        intermediate_dim=2 * width, max_sequence_length=LENGTH, dropout=0.0,
+        vocabulary_size=VOCAB,
+        num_layers=layers,
+        num_heads=2,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        max_sequence_length=LENGTH,
+        dropout=0.0,
     )
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
 def accuracy(model, test):
     x, y, weights = test
-    predicted = np.argmax(keras.ops.convert_to_numpy(model.predict(x, batch_size=64, verbose=0)), -1)
+    predicted = np.argmax(
+        keras.ops.convert_to_numpy(model.predict(x, batch_size=64, verbose=0)), -1
+    )
     return float(np.sum((predicted == y) * weights) / np.sum(weights))
 
 
 def compiled_distiller(teacher, student, top_k):
     distiller = kd.Distiller(
-        teacher, student, kd.LogitsDistillation(temperature=2.0, top_k=top_k),
+        teacher,
+        student,
+        kd.LogitsDistillation(temperature=2.0, top_k=top_k),
         student_loss_weight=0.5,
     )
     distiller.compile(keras.optimizers.Adam(3e-3), SPARSE_CE)
     return distiller
 
 
-def main(seed=0, epochs=30, teacher_epochs=30, teacher_sequences=3200,
-         labeled=320, top_k=4):
+def main(
+    seed=0, epochs=30, teacher_epochs=30, teacher_sequences=3200, labeled=320, top_k=4
+):
     rng = np.random.default_rng(seed)
     teacher_ids = sequences(teacher_sequences, rng)
     labeled_ids = teacher_ids[:labeled]
@@ -76,7 +86,9 @@ def main(seed=0, epochs=30, teacher_epochs=30, teacher_sequences=3200,
     teacher = gpt2(2, 64, seed)
     teacher.compile(keras.optimizers.Adam(3e-3), SPARSE_CE, sampler="greedy")
     x, y, weights = causal_lm_data(teacher_ids)
-    teacher.fit(x, y, sample_weight=weights, batch_size=64, epochs=teacher_epochs, verbose=0)
+    teacher.fit(
+        x, y, sample_weight=weights, batch_size=64, epochs=teacher_epochs, verbose=0
+    )
 
     x, y, weights = causal_lm_data(labeled_ids)
     baseline = gpt2(1, 32, seed + 1)

@@ -44,15 +44,20 @@ def main(seed=0, epochs=60):
 
     keras.utils.set_random_seed(seed)
     distiller = kd.Distiller(
-        teacher, mlp([4], "student", features),
-        kd.LogitsDistillation(temperature=4.0), student_loss_weight=0.3,
+        teacher,
+        mlp([4], "student", features),
+        kd.LogitsDistillation(temperature=4.0),
+        student_loss_weight=0.3,
     )
     distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
     distiller.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
 
     print(f"{'model':<22}{'params':>8}{'test accuracy':>15}")
-    for name, model in [("teacher", teacher), ("student, labels only", baseline),
-                        ("student, distilled", distiller.student)]:
+    for name, model in [
+        ("teacher", teacher),
+        ("student, labels only", baseline),
+        ("student, distilled", distiller.student),
+    ]:
         accuracy = np.mean(np.argmax(model(x_test), -1) == y_test)
         print(f"{name:<22}{model.count_params():>8,}{accuracy:>15.4f}")
 

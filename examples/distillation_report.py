@@ -54,7 +54,9 @@ def main(folder):
 
     student = mlp(12, seed=1)
     distiller = kerasdistill.Distiller(
-        teacher, student, kerasdistill.LogitsDistillation(temperature=4.0),
+        teacher,
+        student,
+        kerasdistill.LogitsDistillation(temperature=4.0),
         student_loss_weight=0.9,
     )
     compiled(distiller)
@@ -62,12 +64,21 @@ def main(folder):
         kerasdistill.schedules.Linear(0.9, 0.1, steps=EPOCHS - 1)
     )
     history = distiller.fit(
-        x_train, y_train, epochs=EPOCHS, batch_size=64, verbose=0,
-        validation_data=(x_test, y_test), callbacks=[anneal_alpha],
+        x_train,
+        y_train,
+        epochs=EPOCHS,
+        batch_size=64,
+        verbose=0,
+        validation_data=(x_test, y_test),
+        callbacks=[anneal_alpha],
     )
     figures = kerasdistill.report(
-        teacher, student, (x_test, y_test), baseline=baseline,
-        history=history, path=folder,
+        teacher,
+        student,
+        (x_test, y_test),
+        baseline=baseline,
+        history=history,
+        path=folder,
     )
     print(kerasdistill.format_report(figures))
     print(f"Report written to {figures['files']['markdown']}")

@@ -25,8 +25,9 @@ def mlp(widths, name):
     x = inputs
     for i, width in enumerate(widths):
         x = keras.layers.Dense(width, activation="relu", name=f"{name}_{i}")(x)
-    return keras.Model(inputs, keras.layers.Dense(10, name=f"{name}_logits")(x),
-                       name=name)
+    return keras.Model(
+        inputs, keras.layers.Dense(10, name=f"{name}_logits")(x), name=name
+    )
 
 
 def tflite_accuracy(path, x, y):
@@ -34,7 +35,7 @@ def tflite_accuracy(path, x, y):
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=path).get_signature_runner()
-    (name, details), = runner.get_input_details().items()
+    ((name, details),) = runner.get_input_details().items()
     if details["dtype"] == np.int8:
         scale, zero_point = details["quantization"]
         x = np.clip(np.round(x / scale + zero_point), -128, 127).astype(np.int8)
@@ -45,8 +46,9 @@ def tflite_accuracy(path, x, y):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--output", default=None,
-                        help="directory for the .tflite files (default: temp)")
+    parser.add_argument(
+        "--output", default=None, help="directory for the .tflite files (default: temp)"
+    )
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
 
@@ -60,18 +62,25 @@ def main():
     teacher.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
     teacher.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
     distiller = kerasdistill.Distiller(
-        teacher, mlp([32], "student"),
-        kerasdistill.LogitsDistillation(temperature=4.0), student_loss_weight=0.3,
+        teacher,
+        mlp([32], "student"),
+        kerasdistill.LogitsDistillation(temperature=4.0),
+        student_loss_weight=0.3,
     )
     distiller.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
     distiller.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
     _, teacher_accuracy = teacher.evaluate(x_test, y_test, verbose=0)
-    student_accuracy = distiller.evaluate(x_test, y_test, verbose=0,
-                                          return_dict=True)["accuracy"]
-    print(f"teacher: {teacher.count_params()} parameters, "
-          f"test accuracy {teacher_accuracy:.4f}")
-    print(f"student: {distiller.student.count_params()} parameters, "
-          f"test accuracy {student_accuracy:.4f} (Keras)")
+    student_accuracy = distiller.evaluate(x_test, y_test, verbose=0, return_dict=True)[
+        "accuracy"
+    ]
+    print(
+        f"teacher: {teacher.count_params()} parameters, "
+        f"test accuracy {teacher_accuracy:.4f}"
+    )
+    print(
+        f"student: {distiller.student.count_params()} parameters, "
+        f"test accuracy {student_accuracy:.4f} (Keras)"
+    )
 
     output = args.output or tempfile.mkdtemp(prefix="kerasdistill-tflite-")
     exports = [
@@ -79,23 +88,36 @@ def main():
         ("float16", {"quantization": "float16"}),
         ("dynamic", {"quantization": "dynamic"}),
         ("int8", {"quantization": "int8", "representative_data": x_train[:300]}),
-        ("int8, int8 input/output", {
-            "quantization": "int8", "representative_data": x_train[:300],
-            "input_type": "int8", "output_type": "int8",
-        }),
+        (
+            "int8, int8 input/output",
+            {
+                "quantization": "int8",
+                "representative_data": x_train[:300],
+                "input_type": "int8",
+                "output_type": "int8",
+            },
+        ),
     ]
-    print(f"\n{'export':<25} {'bytes':>7} {'max |diff|':>11} {'relative':>9} "
-          f"{'top-1 agree':>11} {'test acc':>9}")
+    print(
+        f"\n{'export':<25} {'bytes':>7} {'max |diff|':>11} {'relative':>9} "
+        f"{'top-1 agree':>11} {'test acc':>9}"
+    )
     for i, (label, kwargs) in enumerate(exports):
         path = os.path.join(output, f"student_{i}.tflite")
         report = kerasdistill.export_student(
-            distiller, path, format="tflite", sample_inputs=x_test,
-            overwrite=True, **kwargs,
+            distiller,
+            path,
+            format="tflite",
+            sample_inputs=x_test,
+            overwrite=True,
+            **kwargs,
         )
         accuracy = tflite_accuracy(path, x_test, y_test)
-        print(f"{label:<25} {report.bytes:>7} {report.max_abs_diff:>11.4g} "
-              f"{report.relative_diff:>9.2%} {report.top1_agreement:>11.2%} "
-              f"{accuracy:>9.4f}")
+        print(
+            f"{label:<25} {report.bytes:>7} {report.max_abs_diff:>11.4g} "
+            f"{report.relative_diff:>9.2%} {report.top1_agreement:>11.2%} "
+            f"{accuracy:>9.4f}"
+        )
     print(f"\nfiles in {output}")
 
 

@@ -67,7 +67,10 @@ def main(seed=0, epochs=20, learning_rate=3e-3):
     def distill(name, losses, weights):
         keras.utils.set_random_seed(seed)
         distiller = kd.Distiller(
-            teacher, student(name), losses, distillation_loss_weights=weights,
+            teacher,
+            student(name),
+            losses,
+            distillation_loss_weights=weights,
             student_loss_weight=0.3,
         )
         distiller.compile(adam(), SPARSE_CE)
@@ -92,7 +95,9 @@ def main(seed=0, epochs=20, learning_rate=3e-3):
     ]
     print(f"{'model':<40}{'params':>8}{'test accuracy':>15}")
     for name, model in rows:
-        print(f"{name:<40}{model.count_params():>8,}{accuracy(model, x_test, y_test):>15.4f}")
+        print(
+            f"{name:<40}{model.count_params():>8,}{accuracy(model, x_test, y_test):>15.4f}"
+        )
     print(
         "adapters (trained with the student, not part of it): "
         + ", ".join(

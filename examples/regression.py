@@ -37,20 +37,26 @@ def main(seed=0, epochs=100, labeled=200):
 
     baseline = mlp([8], "baseline")
     baseline.compile(keras.optimizers.Adam(3e-3), "mse")
-    baseline.fit(x_train[:labeled], y_train[:labeled], epochs=epochs, batch_size=32,
-                 verbose=0)
+    baseline.fit(
+        x_train[:labeled], y_train[:labeled], epochs=epochs, batch_size=32, verbose=0
+    )
 
     keras.utils.set_random_seed(seed)
-    distiller = kd.Distiller(teacher, mlp([8], "student"),
-                             kd.RegressionDistillation("mse"))
+    distiller = kd.Distiller(
+        teacher, mlp([8], "student"), kd.RegressionDistillation("mse")
+    )
     distiller.compile(keras.optimizers.Adam(3e-3), "mse")
     distiller.fit(x_train, epochs=epochs, batch_size=64, verbose=0)  # no labels
 
     print(f"{'model':<30}{'params':>8}{'test RMSE':>11}")
-    for name, model in [("teacher (2000 labels)", teacher),
-                        (f"student, labels only ({labeled})", baseline),
-                        ("student, distilled", distiller.student)]:
-        print(f"{name:<30}{model.count_params():>8,}{rmse(model, x_test, y_test):>11.3f}")
+    for name, model in [
+        ("teacher (2000 labels)", teacher),
+        (f"student, labels only ({labeled})", baseline),
+        ("student, distilled", distiller.student),
+    ]:
+        print(
+            f"{name:<30}{model.count_params():>8,}{rmse(model, x_test, y_test):>11.3f}"
+        )
     print("noise floor (label noise std): 1.000")
 
 

@@ -49,16 +49,18 @@ def distill(teacher, data, epochs, seed, scheduled):
         kerasdistill.LogitsDistillation(temperature=4.0),
         student_loss_weight=0.5,
     )
-    distiller.compile(optimizer=keras.optimizers.Adam(3e-3), loss=CROSS_ENTROPY,
-                      metrics=["accuracy"])
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=CROSS_ENTROPY, metrics=["accuracy"]
+    )
     callbacks = []
     if scheduled:
         callbacks = [
             kerasdistill.recipes.progressive_temperature(10.0, 0.5, 1.0),
             kerasdistill.recipes.alpha_ramp(epochs, 0.9, 0.3),
         ]
-    history = distiller.fit(x_train, y_train, batch_size=64, epochs=epochs,
-                            verbose=0, callbacks=callbacks)
+    history = distiller.fit(
+        x_train, y_train, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks
+    )
     accuracy = distiller.evaluate(x_test, y_test, verbose=0, return_dict=True)
     return accuracy["accuracy"], history.history
 
@@ -81,8 +83,10 @@ def main(seeds=3, epochs=12):
     logged = runs["scheduled"][0][1]
     print(f"student (6 hidden units), {epochs} epochs, {seeds} seeds, last epoch:")
     for name, accuracies in results.items():
-        print(f"  {name:9s} T and alpha: test accuracy "
-              f"{np.mean(accuracies):.4f} +- {np.std(accuracies):.4f}")
+        print(
+            f"  {name:9s} T and alpha: test accuracy "
+            f"{np.mean(accuracies):.4f} +- {np.std(accuracies):.4f}"
+        )
     print("schedule logged by the scheduled run, seed 0 (History):")
     print("  epoch  temperature  alpha")
     for epoch, (t, a) in enumerate(zip(logged["temperature"], logged["alpha"])):

@@ -37,8 +37,9 @@ def main(seed=0, epochs=30):
         x_train, y_train, test_size=200, random_state=seed, stratify=y_train
     )
     scaler = StandardScaler().fit(x_train)
-    x_train, x_val, x_test = (scaler.transform(a).astype("float32")
-                              for a in (x_train, x_val, x_test))
+    x_train, x_val, x_test = (
+        scaler.transform(a).astype("float32") for a in (x_train, x_val, x_test)
+    )
     fit = {"epochs": epochs, "batch_size": 32, "verbose": 0}
     results = {}
 
@@ -51,7 +52,8 @@ def main(seed=0, epochs=30):
     keras.utils.set_random_seed(seed)
     model = mlp()
     pskd = kd.SelfDistiller(
-        model, teacher="snapshot",
+        model,
+        teacher="snapshot",
         distillation_losses=kd.LogitsDistillation(1.0, loss="soft_cross_entropy"),
         progressive_alpha=0.8,
     )
@@ -66,19 +68,27 @@ def main(seed=0, epochs=30):
 
     keras.utils.set_random_seed(seed)
     generations = kd.born_again(
-        build, (x_train, y_train), (x_val, y_val),
-        kd.LogitsDistillation(temperature=1.0), generations=3,
-        monitor="accuracy", patience=1, **fit,
+        build,
+        (x_train, y_train),
+        (x_val, y_val),
+        kd.LogitsDistillation(temperature=1.0),
+        generations=3,
+        monitor="accuracy",
+        patience=1,
+        **fit,
     )
     for k, model in enumerate(generations.models):
         results[f"born-again generation {k}"] = model
-    print("born-again validation accuracy per generation:",
-          ", ".join(f"{s:.4f}" for s in generations.scores),
-          f"(best: generation {generations.best_index})")
+    print(
+        "born-again validation accuracy per generation:",
+        ", ".join(f"{s:.4f}" for s in generations.scores),
+        f"(best: generation {generations.best_index})",
+    )
 
     keras.utils.set_random_seed(seed)
-    mutual = kd.MutualLearning([mlp("net_a"), mlp("net_b")],
-                               kd.LogitsDistillation(temperature=1.0))
+    mutual = kd.MutualLearning(
+        [mlp("net_a"), mlp("net_b")], kd.LogitsDistillation(temperature=1.0)
+    )
     mutual.compile("adam", SPARSE_CE)
     mutual.fit(x_train, y_train, **fit)
     results["mutual learning (net_a)"] = mutual.models[0]

@@ -43,9 +43,13 @@ def main(seed=0, epochs=60):
     keras.utils.set_random_seed(seed)
     model = mlp()
     mean_teacher = kd.SelfDistiller(
-        model, teacher="ema", ema_decay=0.99,
-        distillation_losses=[kd.RegressionDistillation("huber"),
-                             kd.FeatureDistillation("mse", "hidden2", "hidden2")],
+        model,
+        teacher="ema",
+        ema_decay=0.99,
+        distillation_losses=[
+            kd.RegressionDistillation("huber"),
+            kd.FeatureDistillation("mse", "hidden2", "hidden2"),
+        ],
         distillation_loss_weights=[1.0, 0.1],
     )
     mean_teacher.compile(keras.optimizers.Adam(1e-3), "mse")
@@ -55,7 +59,9 @@ def main(seed=0, epochs=60):
     keras.utils.set_random_seed(seed)
     model = mlp()
     snapshot = kd.SelfDistiller(
-        model, teacher="snapshot", snapshot_interval=5,
+        model,
+        teacher="snapshot",
+        snapshot_interval=5,
         distillation_losses=kd.RegressionDistillation("teacher_bounded", margin=0.1),
     )
     snapshot.compile(keras.optimizers.Adam(1e-3), "mse")

@@ -81,10 +81,16 @@ def parse_args(argv=None):
         "--dataset", default="mnist", choices=("mnist", "cifar10", "fashion_mnist")
     )
     parser.add_argument("--data-dir", default=None, help="TFDS data folder")
-    parser.add_argument("--download", action="store_true",
-                        help="download the data set when it is not on disk")
-    parser.add_argument("--teacher", default=None,
-                        help="a .keras file: loaded when it exists, else written")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the data set when it is not on disk",
+    )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="a .keras file: loaded when it exists, else written",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -106,9 +112,7 @@ def main(argv=None):
         sys.exit(str(error))
     input_shape = info.features["image"].shape
     classes = info.features["label"].num_classes
-    train = kd.tfds_data.prepare(
-        train, args.batch_size, shuffle=10_000, seed=args.seed
-    )
+    train = kd.tfds_data.prepare(train, args.batch_size, shuffle=10_000, seed=args.seed)
     test = kd.tfds_data.prepare(test, args.batch_size)
 
     teacher = teacher_for(args, train, input_shape, classes)
@@ -119,17 +123,21 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     distiller = kd.Distiller(
-        teacher, mlp(input_shape, classes, "student"),
-        kd.LogitsDistillation(temperature=4.0), student_loss_weight=0.1,
+        teacher,
+        mlp(input_shape, classes, "student"),
+        kd.LogitsDistillation(temperature=4.0),
+        student_loss_weight=0.1,
     )
     distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
-    distiller.fit(train, epochs=args.epochs, validation_data=test,
-                  verbose=args.verbose)
+    distiller.fit(train, epochs=args.epochs, validation_data=test, verbose=args.verbose)
 
     print(f"\n{args.dataset}: test accuracy after {args.epochs} epochs")
     print(f"{'model':<22}{'params':>10}{'test accuracy':>15}")
-    for name, model in [("teacher", teacher), ("student, labels only", baseline),
-                        ("student, distilled", distiller.student)]:
+    for name, model in [
+        ("teacher", teacher),
+        ("student, labels only", baseline),
+        ("student, distilled", distiller.student),
+    ]:
         print(f"{name:<22}{model.count_params():>10,}{accuracy(model, test):>15.4f}")
 
 

@@ -38,15 +38,24 @@ def make_data(samples, seed):
     mask = (np.arange(LENGTH)[None] < lengths[:, None]).astype("int32")
     tokens = (tokens * mask).astype("int32")
     labels = ((tokens == A).sum(1) > (tokens == B).sum(1)).astype("int32")
-    x = {"token_ids": tokens, "segment_ids": np.zeros_like(tokens), "padding_mask": mask}
+    x = {
+        "token_ids": tokens,
+        "segment_ids": np.zeros_like(tokens),
+        "padding_mask": mask,
+    }
     return x, labels
 
 
 def bert(layers, hidden, heads, name):
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=VOCABULARY, num_layers=layers, num_heads=heads,
-        hidden_dim=hidden, intermediate_dim=2 * hidden,
-        max_sequence_length=LENGTH, dropout=0.0, name=f"{name}_backbone",
+        vocabulary_size=VOCABULARY,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=hidden,
+        intermediate_dim=2 * hidden,
+        max_sequence_length=LENGTH,
+        dropout=0.0,
+        name=f"{name}_backbone",
     )
     return keras_hub.models.BertTextClassifier(
         backbone, num_classes=2, preprocessor=None, dropout=0.0, name=name
@@ -85,7 +94,9 @@ def main(seed=0, epochs=5, samples=300, learning_rate=2e-3):
     distilled = student("distilled")
     mapping = kd.layer_mapping(teacher, distilled, strategy="uniform", attention="kl")
     distiller = kd.Distiller(
-        teacher, distilled, [kd.LogitsDistillation(temperature=2.0), *mapping],
+        teacher,
+        distilled,
+        [kd.LogitsDistillation(temperature=2.0), *mapping],
         distillation_loss_weights=[1.0] + [0.1] * len(mapping),
         student_loss_weight=0.5,
     )
@@ -94,7 +105,9 @@ def main(seed=0, epochs=5, samples=300, learning_rate=2e-3):
 
     print("layer mapping (teacher -> student):")
     for loss in mapping:
-        print(f"  {type(loss).__name__:<22}{loss.teacher_layer_name} -> {loss.student_layer_name}")
+        print(
+            f"  {type(loss).__name__:<22}{loss.teacher_layer_name} -> {loss.student_layer_name}"
+        )
     rows = [
         (f"teacher ({4 * epochs} epochs)", teacher),
         (f"student, labels only ({epochs} epochs)", label_only),
@@ -102,7 +115,9 @@ def main(seed=0, epochs=5, samples=300, learning_rate=2e-3):
     ]
     print(f"{'model':<40}{'params':>8}{'test accuracy':>15}")
     for name, model in rows:
-        print(f"{name:<40}{model.count_params():>8,}{accuracy(model, x_test, y_test):>15.4f}")
+        print(
+            f"{name:<40}{model.count_params():>8,}{accuracy(model, x_test, y_test):>15.4f}"
+        )
 
 
 if __name__ == "__main__":

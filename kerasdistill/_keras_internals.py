@@ -67,8 +67,10 @@ class MultiWorkerBuild:
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = getattr(self, "_distribute_strategy", None)
-        if iterator is not None and strategy is not None and spans_several_workers(
-            strategy
+        if (
+            iterator is not None
+            and strategy is not None
+            and spans_several_workers(strategy)
         ):
             from kerasdistill import distribute
 
@@ -91,6 +93,10 @@ def producer_of_first_argument(graph, layer):
     keys = graph._nodes  # as in layer_outputs_in_graph
     for index, node in enumerate(layer._inbound_nodes):
         if f"{id(layer)}_ib-{index}" in keys:
-            tensors = [t for t in tree.flatten(node.arguments.args) if hasattr(t, "_keras_history")]
+            tensors = [
+                t
+                for t in tree.flatten(node.arguments.args)
+                if hasattr(t, "_keras_history")
+            ]
             return tensors[0]._keras_history.operation if tensors else None
     return None

@@ -45,8 +45,10 @@ def label_loss(model, x, y, y_pred, sample_weight, regularization):
 def output_distillation_loss(loss, what):
     """A distillation loss that compares final outputs (no layer taps)."""
     loss = keras_compat.as_distillation_loss(loss)
-    for role, layer_name in (("teacher", loss.teacher_layer_name),
-                             ("student", loss.student_layer_name)):
+    for role, layer_name in (
+        ("teacher", loss.teacher_layer_name),
+        ("student", loss.student_layer_name),
+    ):
         if layer_name is not None:
             raise ValueError(
                 f"{what} compares the networks' outputs, so its distillation "
@@ -66,7 +68,11 @@ def distillation_value(
     teacher = tree.map_structure(ops.stop_gradient, teacher)
     loss.validate_outputs(teacher, student)
     return loss.compute_loss(
-        teacher, student, sample_weight=sample_weight, y_true=y, training=training,
+        teacher,
+        student,
+        sample_weight=sample_weight,
+        y_true=y,
+        training=training,
         inputs=inputs,
     )
 
@@ -169,13 +175,17 @@ def temperature_trackers(distillation_losses):
     logged as `temperature` (one such loss) or `<loss name>_temperature`;
     a loss that learns its temperature (`CTKD`) is logged too."""
     tempered = [
-        loss for loss in distillation_losses
+        loss
+        for loss in distillation_losses
         if loss.temperature is not None or getattr(loss, "learns_temperature", False)
     ]
     return [
-        (loss, LatestValue(
-            name="temperature" if len(tempered) == 1 else f"{loss.name}_temperature"
-        ))
+        (
+            loss,
+            LatestValue(
+                name="temperature" if len(tempered) == 1 else f"{loss.name}_temperature"
+            ),
+        )
         for loss in tempered
     ]
 
@@ -202,3 +212,16 @@ student_loss_weight = property(
     _set_student_loss_weight,
     doc="`alpha`, a variable; assign a number in [0, 1] to change it.",
 )
+
+
+def metric_results(metrics, skip):
+    """The results of `metrics`, as `Model.get_metrics_result` gives them,
+    leaving out those in `skip` and those never built (an unbuilt
+    `CompileMetrics` has no variables yet)."""
+    results = {}
+    for metric in metrics:
+        if not metric.variables or any(metric is m for m in skip):
+            continue
+        result = metric.result()
+        results.update(result if isinstance(result, dict) else {metric.name: result})
+    return results

@@ -106,7 +106,8 @@ def _check_augmentation(augmentation, student):
             f"{type(augmentation).__name__}."
         )
     mixing = [
-        layer.name for layer in [augmentation, *_all_layers(augmentation)]
+        layer.name
+        for layer in [augmentation, *_all_layers(augmentation)]
         if _is_mixing(layer)
     ]
     if mixing:
@@ -200,4 +201,3 @@ def _all_layers(layer):
         found.append(inner)
         found.extend(_all_layers(inner))
     return found
-

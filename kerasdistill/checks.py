@@ -38,17 +38,14 @@ def check_non_negative(value, name):
 def check_unit_interval(value, name):
     check_number(value, name)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"Expected {name} in [0, 1]. Received: {name}={value}"
-        )
+        raise ValueError(f"Expected {name} in [0, 1]. Received: {name}={value}")
 
 
 def check_open_unit_interval(value, name):
     check_number(value, name)
     if not 0.0 < value < 1.0:
         raise ValueError(
-            f"Expected {name} in (0, 1), both ends excluded. Received: "
-            f"{name}={value}"
+            f"Expected {name} in (0, 1), both ends excluded. Received: {name}={value}"
         )
 
 
@@ -245,3 +242,31 @@ def symbolic_outputs(model):
 
 def _describe(x):
     return getattr(x, "shape", x)
+
+
+def check_teacher_takes_student_inputs(teacher, student):
+    """`check_same_inputs` for a teacher and the student it teaches."""
+    check_same_inputs(
+        teacher,
+        student,
+        ("teacher", "student"),
+        expected="the teacher to take the student's inputs",
+        fix="Give both models the same inputs, or wrap the teacher in a model "
+        "that maps the student's inputs to its own (e.g. keras.layers.Resizing).",
+    )
+
+
+def loss_weights(weights, count):
+    """The `count` distillation loss weights: `weights` (a number or a
+    list, each >= 0), or 1.0 each when `weights` is None."""
+    weights = [1.0] * count if weights is None else weights
+    weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    if len(weights) != count:
+        raise ValueError(
+            f"Expected one weight per distillation loss. Received {count} "
+            f"distillation_losses and {len(weights)} "
+            f"distillation_loss_weights={weights}."
+        )
+    for weight in weights:
+        check_non_negative(weight, "each distillation loss weight")
+    return weights

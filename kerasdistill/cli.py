@@ -17,20 +17,25 @@ def build_parser():
         "(or from a CNN on a tensorflow-datasets image data set)",
     )
     demo.add_argument(
-        "--dataset", default=None,
+        "--dataset",
+        default=None,
         help="a TFDS image classification data set (mnist, cifar10, "
         "fashion_mnist, ...) instead of the bundled digits",
     )
     demo.add_argument(
-        "--data-dir", default=None,
+        "--data-dir",
+        default=None,
         help="TFDS data folder (default: TFDS's, ~/tensorflow_datasets)",
     )
     demo.add_argument(
-        "--download", action="store_true",
+        "--download",
+        action="store_true",
         help="download the TFDS data set when it is not on disk",
     )
     demo.add_argument(
-        "--epochs", type=int, default=None,
+        "--epochs",
+        type=int,
+        default=None,
         help="student epochs (default: 60 on digits, 5 with --dataset)",
     )
     demo.add_argument("--labeled-fraction", type=float, default=0.2)
@@ -38,7 +43,8 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     demo.add_argument(
-        "--output", default="kerasdistill-demo",
+        "--output",
+        default="kerasdistill-demo",
         help="folder of the report (report.md and PNG figures)",
     )
     return parser
@@ -52,13 +58,11 @@ def main(argv=None):
 
     if not 0.0 < args.labeled_fraction <= 1.0:
         sys.exit(
-            "Expected --labeled-fraction in (0, 1]. "
-            f"Received: {args.labeled_fraction}"
+            f"Expected --labeled-fraction in (0, 1]. Received: {args.labeled_fraction}"
         )
     if args.dataset is None and (args.data_dir or args.download):
         sys.exit(
-            "--data-dir and --download apply to a TFDS data set: add "
-            "--dataset NAME."
+            "--data-dir and --download apply to a TFDS data set: add --dataset NAME."
         )
     data = None if args.dataset is None else _tfds_data(args)
     if args.epochs is None:
@@ -76,8 +80,11 @@ def main(argv=None):
     print(demo.describe(results))
     print(kerasdistill.format_report(figures))
     tflite = kerasdistill.export_student(
-        results["student"], os.path.join(args.output, "student.tflite"),
-        format="tflite", sample_inputs=results["data"]["x_test"], overwrite=True,
+        results["student"],
+        os.path.join(args.output, "student.tflite"),
+        format="tflite",
+        sample_inputs=results["data"]["x_test"],
+        overwrite=True,
     )
     print(f"Student as TFLite: {tflite}")
     print(f"Report written to {figures['files']['markdown']}")
@@ -91,8 +98,11 @@ def _tfds_data(args):
 
     try:
         return tfds_data.labeled_split(
-            args.dataset, args.labeled_fraction, seed=args.seed,
-            data_dir=args.data_dir, download=args.download,
+            args.dataset,
+            args.labeled_fraction,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            download=args.download,
         )
     except (FileNotFoundError, ImportError, ValueError) as error:
         sys.exit(str(error))

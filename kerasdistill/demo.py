@@ -37,9 +37,13 @@ def digits_split(labeled_fraction=0.2, seed=0):
     )
     labeled = int(round(labeled_fraction * len(x_train)))
     return {
-        "x_train": x_train, "y_train": y_train,
-        "x_labeled": x_train[:labeled], "y_labeled": y_train[:labeled],
-        "x_test": x_test, "y_test": y_test, "classes": 10,
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_labeled": x_train[:labeled],
+        "y_labeled": y_train[:labeled],
+        "x_test": x_test,
+        "y_test": y_test,
+        "classes": 10,
     }
 
 
@@ -100,7 +104,11 @@ def image_classifier(
 
 
 def run_demo(
-    epochs=60, labeled_fraction=None, temperature=4.0, seed=0, verbose=2,
+    epochs=60,
+    labeled_fraction=None,
+    temperature=4.0,
+    seed=0,
+    verbose=2,
     data=None,
 ):
     """Trains a teacher, a label-only student and a distilled student.
@@ -143,32 +151,46 @@ def run_demo(
     teacher = _network(data, "teacher", teacher=True)
     teacher.compile(keras.optimizers.Adam(1e-3), SPARSE_CE, metrics=["accuracy"])
     teacher.fit(
-        data["x_train"], data["y_train"], epochs=max(1, 2 * epochs // 3),
-        batch_size=32, verbose=verbose,
+        data["x_train"],
+        data["y_train"],
+        epochs=max(1, 2 * epochs // 3),
+        batch_size=32,
+        verbose=verbose,
     )
 
     baseline = _network(data, "baseline")
     baseline.compile(keras.optimizers.Adam(3e-3), SPARSE_CE, metrics=["accuracy"])
     baseline.fit(
-        data["x_labeled"], data["y_labeled"], epochs=epochs, batch_size=32,
+        data["x_labeled"],
+        data["y_labeled"],
+        epochs=epochs,
+        batch_size=32,
         verbose=verbose,
     )
 
     keras.utils.set_random_seed(seed)
     student = _network(data, "student")
     distiller = kerasdistill.Distiller(  # no labels: alpha plays no part
-        teacher, student, kerasdistill.LogitsDistillation(temperature=temperature),
+        teacher,
+        student,
+        kerasdistill.LogitsDistillation(temperature=temperature),
         student_loss_weight=0.0,
     )
     distiller.compile(keras.optimizers.Adam(3e-3), SPARSE_CE, metrics=["accuracy"])
     history = distiller.fit(
-        data["x_train"], epochs=epochs, batch_size=32, verbose=verbose,
+        data["x_train"],
+        epochs=epochs,
+        batch_size=32,
+        verbose=verbose,
         validation_data=(data["x_test"], data["y_test"]),
     )
 
     return {
-        "teacher": teacher, "baseline": baseline, "student": student,
-        "history": history, "data": data,
+        "teacher": teacher,
+        "baseline": baseline,
+        "student": student,
+        "history": history,
+        "data": data,
     }
 
 
@@ -180,8 +202,12 @@ def _network(data, name, teacher=False):
         widths = [256, 256] if teacher else [16]
         return mlp(widths, name, dropout=dropout, features=shape[0], classes=classes)
     return image_classifier(
-        shape, classes, name, conv_filters=(32, 64) if teacher else (),
-        dense_widths=(128,) if teacher else (16,), dropout=dropout,
+        shape,
+        classes,
+        name,
+        conv_filters=(32, 64) if teacher else (),
+        dense_widths=(128,) if teacher else (16,),
+        dropout=dropout,
     )
 
 
@@ -218,6 +244,10 @@ def write_report(results, path):
     """
     data = results["data"]
     return kerasdistill.report(
-        results["teacher"], results["student"], (data["x_test"], data["y_test"]),
-        baseline=results["baseline"], history=results["history"], path=path,
+        results["teacher"],
+        results["student"],
+        (data["x_test"], data["y_test"]),
+        baseline=results["baseline"],
+        history=results["history"],
+        path=path,
     )

@@ -122,29 +122,12 @@ class Distiller(
         checks.check_model(student, "student")
         checks.check_unit_interval(student_loss_weight, "student_loss_weight")
         distillation_losses = _as_list(distillation_losses, "distillation_losses")
-        if distillation_loss_weights is None:
-            distillation_loss_weights = [1.0] * len(distillation_losses)
-        distillation_loss_weights = _as_list(
-            distillation_loss_weights, "distillation_loss_weights"
+        distillation_loss_weights = checks.loss_weights(
+            distillation_loss_weights, len(distillation_losses)
         )
-        if len(distillation_loss_weights) != len(distillation_losses):
-            raise ValueError(
-                "Expected one weight per distillation loss. Received "
-                f"{len(distillation_losses)} distillation_losses and "
-                f"{len(distillation_loss_weights)} "
-                f"distillation_loss_weights={distillation_loss_weights}."
-            )
-        for weight in distillation_loss_weights:
-            checks.check_non_negative(weight, "each distillation loss weight")
         for model in teachers:
             checks.check_not_shared(model, student)
-            checks.check_same_inputs(
-                model, student, ("teacher", "student"),
-                expected="the teacher to take the student's inputs",
-                fix="Give both models the same inputs, or wrap the teacher in "
-                "a model that maps the student's inputs to its own (e.g. "
-                "keras.layers.Resizing).",
-            )
+            checks.check_teacher_takes_student_inputs(model, student)
 
         self.teacher = teacher if len(teachers) == 1 else teachers
         self.student = student
@@ -162,15 +145,19 @@ class Distiller(
             for model in teachers:
                 loss.prepare(model, student)
         distribute.check_scope(teachers, student, self.distillation_losses)
-        self._student_loss_weight = _training.non_trainable("student_loss_weight", student_loss_weight)
+        self._student_loss_weight = _training.non_trainable(
+            "student_loss_weight", student_loss_weight
+        )
         self._distillation_loss_weights = [
             _training.non_trainable(f"distillation_loss_weight_{i}", weight)
             for i, weight in enumerate(distillation_loss_weights)
         ]
         self._networks = {
             "teacher": teachers_module.teacher_network(
-                teachers, _tapped(loss.teacher_layer_name for loss in self.distillation_losses),
-                teacher_weights, teacher_combination,
+                teachers,
+                _tapped(loss.teacher_layer_name for loss in self.distillation_losses),
+                teacher_weights,
+                teacher_combination,
             ),
             "student": taps.TappedNetwork(
                 student,
@@ -181,9 +168,7 @@ class Distiller(
         self._student_pass = taps.PassRecord()
         self._mixed_labels = taps.PassRecord()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(
-            name="distillation_loss"
-        )
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.alpha_tracker = _training.LatestValue(name="alpha")
         tempered = _training.temperature_trackers(self.distillation_losses)
@@ -309,7 +294,9 @@ class Distiller(
         arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
         self._view.check_fit(arguments.get("x"), arguments.get("y"))
         for data in (arguments.get("x"), arguments.get("validation_data")):
-            cache.check_dataset(data, self.teacher, self._networks["teacher"].layer_names)
+            cache.check_dataset(
+                data, self.teacher, self._networks["teacher"].layer_names
+            )
         if _training.has_labels(arguments.get("x"), arguments.get("y")):
             self._labels_without_loss = self.loss is None
             self._alpha_value = _training.read(self._student_loss_weight)
@@ -376,10 +363,16 @@ class Distiller(
         batch = reduction.batch_size(cache.student_inputs(x))
         regularization = _training.regularization(self)
         if y is not None:
-            student_loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
+            student_loss = self._student_loss(
+                x, y, y_pred, sample_weight, regularization
+            )
         x, teacher_taps = self._inputs_and_teacher_taps(x if view is None else view)
         distillation_loss = self._distillation_loss(
-            teacher_taps, student_taps, y, sample_weight, training,
+            teacher_taps,
+            student_taps,
+            y,
+            sample_weight,
+            training,
             cache.student_inputs(x),
         )
         if y is None:
@@ -404,8 +397,12 @@ class Distiller(
             y = y if mixed is None else mixed
             logs = super().compute_metrics(x, y, y_pred, sample_weight)
         else:
-            label_metrics = (self.student_loss_tracker, *self._compile_metric_objects())
-            logs = self._results(skip=label_metrics)
+            compiled = [  # compile(metrics=...): all but Keras's and ours
+                m
+                for m in self.metrics
+                if m.name != "loss" and not any(m is o for o in self._own_trackers)
+            ]
+            logs = self._results(skip=(self.student_loss_tracker, *compiled))
         return distribute.step_logs(distribute.strategy_of(self), logs)
 
     def get_metrics_result(self):
@@ -414,29 +411,22 @@ class Distiller(
         teacher's terms when evaluating without it."""
         return self._results(skip=())
 
+    @property
+    def _own_trackers(self):
+        return (
+            self.student_loss_tracker,
+            self.distillation_loss_tracker,
+            self.total_loss_tracker,
+            self.alpha_tracker,
+            *self.temperature_trackers,
+        )
+
     def _results(self, skip):
-        if not self._teacher_in_step:
-            skip = (*skip, self.distillation_loss_tracker, self.total_loss_tracker,
-                    self.alpha_tracker, *self.temperature_trackers)
+        if not self._teacher_in_step:  # the teacher's terms, and alpha
+            skip = (*skip, *self._own_trackers[1:])
             if self.loss is None:
                 skip = (*skip, self.student_loss_tracker)
-        results = {}
-        for metric in self.metrics:
-            if not metric.variables or any(metric is m for m in skip):
-                continue  # an unbuilt CompileMetrics has no variables yet
-            result = metric.result()
-            results.update(result if isinstance(result, dict) else {metric.name: result})
-        return results
-
-    def _compile_metric_objects(self):
-        """The metrics of `compile(metrics=...)`: all but Keras's `loss`
-        tracker and the Distiller's own."""
-        own = (self.student_loss_tracker, self.distillation_loss_tracker,
-               self.total_loss_tracker, self.alpha_tracker, *self.temperature_trackers)
-        return [
-            m for m in self.metrics
-            if m.name != "loss" and not any(m is o for o in own)
-        ]
+        return _training.metric_results(self.metrics, skip)
 
     def _student_pass_of(self, x, y_pred, training):
         """`(features, view, transformation)` of the pass that made `y_pred`:
@@ -466,7 +456,8 @@ class Distiller(
             return regularization
         loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
         _training.track(
-            self.student_loss_tracker, loss,
+            self.student_loss_tracker,
+            loss,
             reduction.batch_size(cache.student_inputs(x)),
         )
         return loss + regularization

@@ -136,7 +136,9 @@ def check_compile(strategy, compile_kwargs):
     if not _on_tensorflow():
         return
     if tf.distribute.has_strategy() and tf.distribute.get_strategy() is not strategy:
-        where = "outside any scope" if strategy is None else f"under {_describe(strategy)}"
+        where = (
+            "outside any scope" if strategy is None else f"under {_describe(strategy)}"
+        )
         raise ValueError(
             "Expected compile() to be called in the `strategy.scope()` the "
             "Distiller was created in, or outside any scope. Received "
@@ -203,12 +205,14 @@ def check_optimizer(strategy, optimizer):
         if owner is strategy:
             continue
         where = "outside any scope" if owner is None else f"under {_describe(owner)}"
-        distiller = "outside any scope" if strategy is None else f"under {_describe(strategy)}"
+        distiller = (
+            "outside any scope" if strategy is None else f"under {_describe(strategy)}"
+        )
         raise ValueError(
             "Expected the optimizer to be created in the `strategy.scope()` "
             f"of the Distiller. Received an optimizer created {where} for a "
             f"Distiller created {distiller}. Pass the optimizer's name to "
-            "compile() (e.g. optimizer=\"adam\"), or create the optimizer "
+            'compile() (e.g. optimizer="adam"), or create the optimizer '
             "inside the `with strategy.scope():` block."
         )
 
@@ -267,9 +271,11 @@ def first_local_batch(strategy, epoch_iterator):
     """
     for _, _, iterator in epoch_iterator:
         return tree.map_structure(
-            lambda v: strategy.experimental_local_results(v)[0]
-            if isinstance(v, tf.distribute.DistributedValues)
-            else v,
+            lambda v: (
+                strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues)
+                else v
+            ),
             next(iterator),
         )
     return None

@@ -343,8 +343,7 @@ def _build_tap_model(model, paths):
             graph.input, [graph.output, features], name=f"{model.name}_taps"
         )
     inner = {
-        op_id: _build_tap_model(layer, sub)
-        for op_id, (layer, sub) in nested.items()
+        op_id: _build_tap_model(layer, sub) for op_id, (layer, sub) in nested.items()
     }
     features = {}
 

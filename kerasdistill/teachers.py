@@ -129,7 +129,9 @@ def _weighted_sum(weights, values):
 
 
 def _check_same_shapes(teachers, layer_name):
-    specs = [taps.feature_spec(t, layer_name, f"teacher {i}") for i, t in enumerate(teachers)]
+    specs = [
+        taps.feature_spec(t, layer_name, f"teacher {i}") for i, t in enumerate(teachers)
+    ]
     if any(spec is None for spec in specs):
         return  # a subclassed teacher never built: checked when averaging
     shapes = [tree.map_structure(lambda x: tuple(x.shape[1:]), spec) for spec in specs]

@@ -50,12 +50,8 @@ def pytest_sessionstart(session):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if BACKEND == "numpy" and item.get_closest_marker(
-            "requires_trainable_backend"
-        ):
-            item.add_marker(
-                pytest.mark.skip(reason="the numpy backend cannot train")
-            )
+        if BACKEND == "numpy" and item.get_closest_marker("requires_trainable_backend"):
+            item.add_marker(pytest.mark.skip(reason="the numpy backend cannot train"))
         if BACKEND == "tensorflow":
             continue
         module = os.path.basename(str(item.fspath))
@@ -69,9 +65,7 @@ def pytest_collection_modifyitems(config, items):
         else:
             continue
         item.add_marker(
-            pytest.mark.skip(
-                reason=f"tensorflow_only ({why}); KERAS_BACKEND={BACKEND}"
-            )
+            pytest.mark.skip(reason=f"tensorflow_only ({why}); KERAS_BACKEND={BACKEND}")
         )
 
 
@@ -100,20 +94,16 @@ class CallCounter(keras.layers.Layer):
 def make_classifier(width, classes=3, features=6, name="model", activation=None):
     """A two-layer MLP: `{name}_hidden` (width) then `{name}_logits`."""
     inputs = keras.Input((features,), name=f"{name}_input")
-    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
-        inputs
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(inputs)
+    outputs = keras.layers.Dense(classes, activation=activation, name=f"{name}_logits")(
+        hidden
     )
-    outputs = keras.layers.Dense(
-        classes, activation=activation, name=f"{name}_logits"
-    )(hidden)
     return keras.Model(inputs, outputs, name=name)
 
 
 def make_regressor(width, outputs=1, features=6, name="model"):
     inputs = keras.Input((features,), name=f"{name}_input")
-    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
-        inputs
-    )
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(inputs)
     return keras.Model(
         inputs, keras.layers.Dense(outputs, name=f"{name}_out")(hidden), name=name
     )
@@ -153,9 +143,9 @@ def value_and_gradients(fn, *args):
     elif BACKEND == "jax":
         import jax
 
-        value, gradients = jax.value_and_grad(
-            lambda xs: fn(*xs)
-        )([jax.numpy.asarray(a) for a in args])
+        value, gradients = jax.value_and_grad(lambda xs: fn(*xs))(
+            [jax.numpy.asarray(a) for a in args]
+        )
     elif BACKEND == "torch":
         import torch
 

@@ -131,6 +131,7 @@ def batch_mean_losses(scope, teacher_scope):
     `call` returns a scalar. Each must count once, not once per replica.
     Compiled outside the scope; `mirrored` creates its teacher outside the
     scope too."""
+
     class MeanGap(keras.distillation.DistillationLoss):
         def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
             return keras.ops.mean(keras.ops.abs(teacher_outputs - student_outputs))
@@ -161,14 +162,16 @@ def self_distillation(teacher_type):
     PS-KD's progressive alpha. (`teacher_scope` is not used: the teacher is
     created in `scope`, with the `SelfDistiller`.)"""
     options = (
-        dict(ema_decay=0.9, student_loss_weight=0.4) if teacher_type == "ema"
+        dict(ema_decay=0.9, student_loss_weight=0.4)
+        if teacher_type == "ema"
         else dict(progressive_alpha=0.8)
     )
 
     def case(scope, teacher_scope):
         with scope:
-            model = _mlp(f"self_{teacher_type}", [8],
-                         regularizer=keras.regularizers.L2(1e-3))
+            model = _mlp(
+                f"self_{teacher_type}", [8], regularizer=keras.regularizers.L2(1e-3)
+            )
             distiller = kd.SelfDistiller(
                 model,
                 teacher_type,
@@ -203,8 +206,11 @@ def cached_teacher(scope, teacher_scope):
             kd.FeatureDistillation("mse", "teacher_feat", "student_feat"),
         ]
         distiller = kd.Distiller(
-            teacher, _mlp("student", [8]), losses,
-            distillation_loss_weights=[1.0, 0.5], student_loss_weight=0.3,
+            teacher,
+            _mlp("student", [8]),
+            losses,
+            distillation_loss_weights=[1.0, 0.5],
+            student_loss_weight=0.3,
         )
         distiller.compile(
             keras.optimizers.SGD(0.1, momentum=0.9),
@@ -232,8 +238,10 @@ def run_case(case, out, label, scope, teacher_scope=None, callbacks=()):
     )
     fit_kwargs["callbacks"] = fit_kwargs.get("callbacks", []) + list(callbacks)
     # A dataset (of cached teacher outputs) comes batched and in order.
-    batching = {} if isinstance(fit_kwargs["x"], tf.data.Dataset) else dict(
-        batch_size=GLOBAL_BATCH
+    batching = (
+        {}
+        if isinstance(fit_kwargs["x"], tf.data.Dataset)
+        else dict(batch_size=GLOBAL_BATCH)
     )
     history = distiller.fit(
         epochs=EPOCHS, shuffle=False, verbose=0, **batching, **fit_kwargs
@@ -249,10 +257,12 @@ def run_case(case, out, label, scope, teacher_scope=None, callbacks=()):
     for i, weight in enumerate(distiller.student.get_weights()):
         arrays[f"student/{i}"] = weight
     arrays["replica_spread"] = np.asarray(replica_spread(distiller))
-    arrays["teacher_mirrored"] = np.asarray(any(
-        isinstance(v.value, tf.distribute.DistributedValues)
-        for v in distiller.teacher.variables
-    ))
+    arrays["teacher_mirrored"] = np.asarray(
+        any(
+            isinstance(v.value, tf.distribute.DistributedValues)
+            for v in distiller.teacher.variables
+        )
+    )
     np.savez(os.path.join(out, f"{case}_{label}.npz"), **arrays)
     return distiller
 
@@ -263,9 +273,13 @@ def replica_spread(distiller):
     strategy = distiller.distribute_strategy
     spread = 0.0
     for variable in distiller.variables + distiller.optimizer.variables:
-        copies = [np.asarray(c) for c in strategy.experimental_local_results(variable.value)]
-        spread = max([spread] + [float(np.max(np.abs(c - copies[0]), initial=0.0))
-                                 for c in copies[1:]])
+        copies = [
+            np.asarray(c) for c in strategy.experimental_local_results(variable.value)
+        ]
+        spread = max(
+            [spread]
+            + [float(np.max(np.abs(c - copies[0]), initial=0.0)) for c in copies[1:]]
+        )
     return spread
 
 

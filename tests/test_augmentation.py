@@ -34,7 +34,9 @@ class AbsoluteDifference(kd.DistillationLoss):
 
 def identity_distiller(augmentation):
     distiller = kd.Distiller(
-        identity("teacher"), identity("student"), AbsoluteDifference(),
+        identity("teacher"),
+        identity("student"),
+        AbsoluteDifference(),
         augmentation=augmentation,
     )
     # lr 0: both networks stay the identity; the student's loss against
@@ -58,15 +60,21 @@ def test_teacher_and_student_see_the_same_view_only_in_training():
 def test_image_augmentation_trains_on_each_backend():
     def convnet(name, width):
         inputs = keras.Input((4, 4, 1))
-        hidden = keras.layers.Dense(width, activation="relu")(keras.layers.Flatten()(inputs))
+        hidden = keras.layers.Dense(width, activation="relu")(
+            keras.layers.Flatten()(inputs)
+        )
         return keras.Model(inputs, keras.layers.Dense(3)(hidden), name=name)
 
     augmentation = keras.Sequential(
-        [keras.layers.RandomTranslation(0.25, 0.25, seed=1),
-         keras.layers.RandomFlip("horizontal", seed=2)]
+        [
+            keras.layers.RandomTranslation(0.25, 0.25, seed=1),
+            keras.layers.RandomFlip("horizontal", seed=2),
+        ]
     )
     distiller = kd.Distiller(
-        convnet("teacher", 8), convnet("student", 4), kd.LogitsDistillation(),
+        convnet("teacher", 8),
+        convnet("student", 4),
+        kd.LogitsDistillation(),
         augmentation=augmentation,
     )
     distiller.compile("adam", keras.losses.CategoricalCrossentropy(from_logits=True))
@@ -88,8 +96,9 @@ class SoftLabelMean(keras.metrics.MeanMetricWrapper):
 def image_models():
     def model(name):
         inputs = keras.Input((4, 4, 1))
-        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)),
-                           name=name)
+        return keras.Model(
+            inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)), name=name
+        )
 
     return model("teacher"), model("student")
 
@@ -97,15 +106,21 @@ def image_models():
 def test_mixup_mixes_the_labels_of_the_loss_and_the_metrics():
     teacher, student = image_models()
     distiller = kd.Distiller(
-        teacher, student, kd.LogitsDistillation(), mixing=keras.layers.MixUp(1.0, seed=4)
+        teacher,
+        student,
+        kd.LogitsDistillation(),
+        mixing=keras.layers.MixUp(1.0, seed=4),
     )
     distiller.compile(
-        "adam", keras.losses.CategoricalCrossentropy(from_logits=True),
+        "adam",
+        keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[SoftLabelMean()],
     )
     history = distiller.fit(IMAGES, ONE_HOT, epochs=2, batch_size=8, verbose=0).history
     assert max(history["label_peak"]) < 0.95  # the training labels were mixed
-    evaluation = float_logs(distiller.evaluate(IMAGES, ONE_HOT, verbose=0, return_dict=True))
+    evaluation = float_logs(
+        distiller.evaluate(IMAGES, ONE_HOT, verbose=0, return_dict=True)
+    )
     assert evaluation["label_peak"] == pytest.approx(1.0)
 
 
@@ -116,7 +131,9 @@ def test_mixing_with_integer_labels_is_refused_before_training():
     )
     distiller.compile("adam", "sparse_categorical_crossentropy")
     before = [as_numpy(w) for w in student.weights]
-    with pytest.raises(ValueError, match="one-hot or soft labels.*student_loss_weight=0"):
+    with pytest.raises(
+        ValueError, match="one-hot or soft labels.*student_loss_weight=0"
+    ):
         distiller.fit(IMAGES, np.argmax(ONE_HOT, -1), epochs=1, verbose=0)
     for old, new in zip(before, student.weights):
         np.testing.assert_array_equal(old, as_numpy(new))
@@ -127,7 +144,10 @@ def test_mixing_without_labels_leaves_the_student_loss_out():
     """The student learns from the teacher alone on the mixed inputs."""
     teacher, student = image_models()
     distiller = kd.Distiller(
-        teacher, student, kd.LogitsDistillation(), student_loss_weight=0.0,
+        teacher,
+        student,
+        kd.LogitsDistillation(),
+        student_loss_weight=0.0,
         mixing=keras.layers.CutMix(seed=1),
     )
     distiller.compile("adam")
@@ -143,8 +163,9 @@ def test_augmentation_round_trips_and_stays_out_of_the_student(tmp_path):
     assert config["mixing"] is None
     path = os.path.join(tmp_path, "distiller.keras")
     distiller.save(path)
-    restored = keras.models.load_model(path, custom_objects={
-        "AbsoluteDifference": AbsoluteDifference})
+    restored = keras.models.load_model(
+        path, custom_objects={"AbsoluteDifference": AbsoluteDifference}
+    )
     assert isinstance(restored.augmentation, keras.layers.GaussianNoise)
     assert restored.augmentation.stddev == 0.5
     assert all("gaussian" not in layer.name for layer in restored.student.layers)
@@ -161,8 +182,9 @@ def test_augmentation_round_trips_and_stays_out_of_the_student(tmp_path):
 def test_export_holds_the_student_without_augmentation(tmp_path):
     distiller = identity_distiller(keras.layers.GaussianNoise(1.0, seed=3))
     distiller.fit(X, X, epochs=1, batch_size=16, verbose=0)
-    report = kd.export_student(distiller, os.path.join(tmp_path, "student"),
-                               sample_inputs=X)
+    report = kd.export_student(
+        distiller, os.path.join(tmp_path, "student"), sample_inputs=X
+    )
     assert report.max_abs_diff < 1e-5
 
 
@@ -170,24 +192,36 @@ def test_export_holds_the_student_without_augmentation(tmp_path):
     "kwargs, error, match",
     [
         ({"augmentation": "flip"}, TypeError, "Keras layer or model"),
-        ({"augmentation": keras.Sequential([keras.layers.MixUp()])}, ValueError,
-         "as `mixing=`"),
-        ({"augmentation": keras.layers.RandomTranslation(0.1, 0.1)}, ValueError,
-         "accept the student's inputs"),
-        ({"augmentation": keras.layers.Dense(3)}, ValueError, "shape the student takes"),
+        (
+            {"augmentation": keras.Sequential([keras.layers.MixUp()])},
+            ValueError,
+            "as `mixing=`",
+        ),
+        (
+            {"augmentation": keras.layers.RandomTranslation(0.1, 0.1)},
+            ValueError,
+            "accept the student's inputs",
+        ),
+        (
+            {"augmentation": keras.layers.Dense(3)},
+            ValueError,
+            "shape the student takes",
+        ),
         ({"mixing": keras.layers.RandomFlip()}, TypeError, "MixUp"),
         ({"mixing": keras.layers.MixUp()}, ValueError, "image inputs"),
     ],
 )
 def test_bad_augmentation_is_refused_with_the_fix(kwargs, error, match):
     with pytest.raises(error, match=match):
-        kd.Distiller(identity("teacher"), identity("student"), AbsoluteDifference(),
-                     **kwargs)
+        kd.Distiller(
+            identity("teacher"), identity("student"), AbsoluteDifference(), **kwargs
+        )
 
 
 def test_augmentation_with_cached_teacher_outputs_is_refused():
     distiller = identity_distiller(keras.layers.GaussianNoise(1.0))
-    cached = kd.cache_teacher_outputs(distiller.teacher, X, distiller.distillation_losses,
-                                      batch_size=8)
+    cached = kd.cache_teacher_outputs(
+        distiller.teacher, X, distiller.distillation_losses, batch_size=8
+    )
     with pytest.raises(ValueError, match="teacher must see the augmented view"):
         distiller.fit(cached, epochs=1, verbose=0)

@@ -35,9 +35,15 @@ def test_generation_k_plus_1_learns_from_generation_k(classification_data):
     x, y = classification_data
     record = RecordTeachers()
     result = kd.born_again(
-        build_classifier, (x[:48], y[:48]), (x[48:], y[48:]),
-        kd.LogitsDistillation(temperature=1.0), generations=3,
-        monitor="accuracy", epochs=2, batch_size=48, callbacks=[record],
+        build_classifier,
+        (x[:48], y[:48]),
+        (x[48:], y[48:]),
+        kd.LogitsDistillation(temperature=1.0),
+        generations=3,
+        monitor="accuracy",
+        epochs=2,
+        batch_size=48,
+        callbacks=[record],
     )
     assert len(result.models) == 3 and len(set(map(id, result.models))) == 3
     assert record.teachers == [None, result.models[0], result.models[1]]
@@ -63,9 +69,14 @@ def frozen_regressor():
 @pytest.mark.parametrize("patience, trained", [(1, 2), (2, 3), (None, 4)])
 def test_stops_when_the_score_stops_improving(patience, trained, regression_data):
     result = kd.born_again(
-        frozen_regressor, regression_data, regression_data,
-        kd.RegressionDistillation("mse"), generations=4, patience=patience,
-        epochs=1, batch_size=64,
+        frozen_regressor,
+        regression_data,
+        regression_data,
+        kd.RegressionDistillation("mse"),
+        generations=4,
+        patience=patience,
+        epochs=1,
+        batch_size=64,
     )
     assert len(result.models) == len(result.scores) == trained
     assert result.stopped_early == (trained < 4)
@@ -83,9 +94,17 @@ def regression_builder():
 
 
 def test_one_generation_is_plain_training(regression_data):
-    result = kd.born_again(regression_builder(), regression_data, regression_data,
-                           kd.RegressionDistillation("mse"), generations=1,
-                           monitor="mae", epochs=1, batch_size=32, shuffle=False)
+    result = kd.born_again(
+        regression_builder(),
+        regression_data,
+        regression_data,
+        kd.RegressionDistillation("mse"),
+        generations=1,
+        monitor="mae",
+        epochs=1,
+        batch_size=32,
+        shuffle=False,
+    )
     assert len(result.models) == 1 and result.mode == "min"
     x, y = regression_data
     assert result.scores[0] == pytest.approx(
@@ -99,8 +118,16 @@ def test_tf_data_datasets_work(regression_data):
 
     x, y = regression_data
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    result = kd.born_again(regression_builder(), data, data, kd.RegressionDistillation("mse"),
-                           generations=2, monitor="mae", epochs=1, shuffle=False)
+    result = kd.born_again(
+        regression_builder(),
+        data,
+        data,
+        kd.RegressionDistillation("mse"),
+        generations=2,
+        monitor="mae",
+        epochs=1,
+        shuffle=False,
+    )
     assert len(result.models) == 2 and result.mode == "min"
     assert result.scores[1] == pytest.approx(
         result.models[1].evaluate(data, verbose=0, return_dict=True)["mae"]
@@ -127,8 +154,16 @@ def test_auto_mode_follows_the_metrics_direction(metric, mode, regression_data):
 
     name = metric if isinstance(metric, str) else metric.name
     y = (y > 0).astype("float32") if name in ("accuracy", "auc") else y
-    result = kd.born_again(build, (x, y), (x, y), kd.RegressionDistillation("mse"),
-                           generations=1, monitor=name, epochs=1, batch_size=64)
+    result = kd.born_again(
+        build,
+        (x, y),
+        (x, y),
+        kd.RegressionDistillation("mse"),
+        generations=1,
+        monitor=name,
+        epochs=1,
+        batch_size=64,
+    )
     assert result.mode == mode
 
 
@@ -141,13 +176,30 @@ def test_auto_mode_of_an_unknown_metric_asks_for_the_mode(regression_data):
         model.compile("adam", "mse", metrics=[peak_error], run_eagerly=EAGER)
         return model
 
-    with pytest.raises(ValueError, match='Expected mode="min" or mode="max".*peak_error'):
-        kd.born_again(build, regression_data, regression_data,
-                      kd.RegressionDistillation("mse"), generations=1,
-                      monitor="peak_error", epochs=1, batch_size=64)
-    result = kd.born_again(build, regression_data, regression_data,
-                           kd.RegressionDistillation("mse"), generations=1,
-                           monitor="peak_error", mode="min", epochs=1, batch_size=64)
+    with pytest.raises(
+        ValueError, match='Expected mode="min" or mode="max".*peak_error'
+    ):
+        kd.born_again(
+            build,
+            regression_data,
+            regression_data,
+            kd.RegressionDistillation("mse"),
+            generations=1,
+            monitor="peak_error",
+            epochs=1,
+            batch_size=64,
+        )
+    result = kd.born_again(
+        build,
+        regression_data,
+        regression_data,
+        kd.RegressionDistillation("mse"),
+        generations=1,
+        monitor="peak_error",
+        mode="min",
+        epochs=1,
+        batch_size=64,
+    )
     assert result.mode == "min"
 
 

@@ -44,7 +44,9 @@ LOGITS_AND_HINT = [
 def distiller_for(teacher, losses=None, seed=1, **kwargs):
     keras.utils.set_random_seed(seed)
     distiller = kd.Distiller(
-        teacher, make_classifier(4, name="student"), losses or LOGITS_AND_HINT,
+        teacher,
+        make_classifier(4, name="student"),
+        losses or LOGITS_AND_HINT,
         **kwargs,
     )
     distiller.compile("sgd", SPARSE_CE, weighted_metrics=["accuracy"])
@@ -59,11 +61,19 @@ def test_cached_fit_equals_fit_on_the_fly_without_running_the_teacher(
     teacher, counter = counted_teacher()
     on_the_fly = distiller_for(teacher)
     expected = on_the_fly.fit(
-        x, y, sample_weight=sample_weight, batch_size=16, epochs=2,
-        shuffle=False, verbose=0,
+        x,
+        y,
+        sample_weight=sample_weight,
+        batch_size=16,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
     ).history
     cached = kd.cache_teacher_outputs(
-        teacher, (x, y, sample_weight), LOGITS_AND_HINT, batch_size=16,
+        teacher,
+        (x, y, sample_weight),
+        LOGITS_AND_HINT,
+        batch_size=16,
         shuffle=False,
     )
     before = calls(counter)
@@ -75,7 +85,8 @@ def test_cached_fit_equals_fit_on_the_fly_without_running_the_teacher(
     for a, b in zip(distiller.student.get_weights(), on_the_fly.student.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(  # predict / call read the inputs of a cached batch
-        distiller.predict(cached, verbose=0), distiller.student.predict(x, verbose=0),
+        distiller.predict(cached, verbose=0),
+        distiller.student.predict(x, verbose=0),
         rtol=1e-6,
     )
 
@@ -106,7 +117,12 @@ def test_format_shuffling_and_single_samples(classification_data):
     assert not np.array_equal(orders[0], orders[1])
     samples = kd.cache_teacher_outputs(teacher, x, batch_size=None)
     assert samples.cardinality() == len(x)
-    assert set(samples.element_spec) == {marker, "inputs", "teacher_outputs", "teacher_features"}
+    assert set(samples.element_spec) == {
+        marker,
+        "inputs",
+        "teacher_outputs",
+        "teacher_features",
+    }
     first = next(iter(samples))
     np.testing.assert_allclose(first["teacher_outputs"], teacher_logits[0], rtol=1e-6)
 
@@ -177,16 +193,28 @@ def test_disk_cache_built_for_something_else_is_refused(tmp_path, classification
     retrained, _ = counted_teacher()  # same name and size, other weights
     hint = kd.FeatureDistillation("mse", "teacher_hidden", "student_hidden")
     for call, match in [
-        (lambda: kd.cache_teacher_outputs(teacher, (x[:40], y[:40]), path=path),
-         "samples: cached 64, wanted 40"),
-        (lambda: kd.cache_teacher_outputs(teacher, x, path=path),
-         "labels: cached True, wanted False"),
-        (lambda: kd.cache_teacher_outputs(retrained, (x, y), path=path),
-         "teacher_weights_sha256"),
-        (lambda: kd.cache_teacher_outputs(teacher, (x, y), [hint], path=path),
-         r"missing \['teacher_hidden'\]"),
-        (lambda: kd.cache_teacher_outputs(teacher, (x, y), path=path, dtype="float16"),
-         "dtype"),
+        (
+            lambda: kd.cache_teacher_outputs(teacher, (x[:40], y[:40]), path=path),
+            "samples: cached 64, wanted 40",
+        ),
+        (
+            lambda: kd.cache_teacher_outputs(teacher, x, path=path),
+            "labels: cached True, wanted False",
+        ),
+        (
+            lambda: kd.cache_teacher_outputs(retrained, (x, y), path=path),
+            "teacher_weights_sha256",
+        ),
+        (
+            lambda: kd.cache_teacher_outputs(teacher, (x, y), [hint], path=path),
+            r"missing \['teacher_hidden'\]",
+        ),
+        (
+            lambda: kd.cache_teacher_outputs(
+                teacher, (x, y), path=path, dtype="float16"
+            ),
+            "dtype",
+        ),
     ]:
         with pytest.raises(ValueError, match=match):
             call()
@@ -227,8 +255,9 @@ def test_evaluate_without_the_teacher(classification_data):
     x, y = classification_data
     teacher, counter = counted_teacher()
     inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(4, activation="relu",
-                                kernel_regularizer=keras.regularizers.L2(0.1))(inputs)
+    hidden = keras.layers.Dense(
+        4, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)
+    )(inputs)
     student = keras.Model(inputs, keras.layers.Dense(3)(hidden))
     distiller = kd.Distiller(teacher, student, kd.LogitsDistillation(2.0))
     distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
@@ -260,9 +289,11 @@ def test_evaluate_without_the_teacher(classification_data):
 
 def test_random_augmentation_is_warned_about():
     images = np.random.default_rng(0).random((8, 4, 4, 1)).astype("float32")
-    augmented = tf.data.Dataset.from_tensor_slices(images).map(
-        tf.image.random_flip_left_right
-    ).batch(4)
+    augmented = (
+        tf.data.Dataset.from_tensor_slices(images)
+        .map(tf.image.random_flip_left_right)
+        .batch(4)
+    )
     teacher = keras.Sequential(
         [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)],
         name="image_teacher",
@@ -272,10 +303,16 @@ def test_random_augmentation_is_warned_about():
     with warnings.catch_warnings():
         # no false alarm on a plain pipeline (only ours: a UserWarning)
         warnings.simplefilter("error", UserWarning)
-        kd.cache_teacher_outputs(teacher, tf.data.Dataset.from_tensor_slices(images).batch(4))
+        kd.cache_teacher_outputs(
+            teacher, tf.data.Dataset.from_tensor_slices(images).batch(4)
+        )
     student = keras.Sequential(
-        [keras.Input((4, 4, 1)), keras.layers.RandomFlip(name="flip"),
-         keras.layers.Flatten(), keras.layers.Dense(3)],
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.RandomFlip(name="flip"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ],
     )
     distiller = kd.Distiller(teacher, student, kd.LogitsDistillation())
     distiller.compile("adam")
@@ -287,16 +324,39 @@ def test_random_augmentation_is_warned_about():
     "call, error, match",
     [
         (lambda t, x: kd.cache_teacher_outputs("teacher", x), TypeError, "keras.Model"),
-        (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=0), ValueError, "batch_size >= 1"),
-        (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=2.5), TypeError, "integer"),
-        (lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=None, shuffle=False),
-         ValueError, "batch_size=None"),
-        (lambda t, x: kd.cache_teacher_outputs(t, x, dtype="int8"), ValueError, "dtype"),
+        (
+            lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=0),
+            ValueError,
+            "batch_size >= 1",
+        ),
+        (
+            lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=2.5),
+            TypeError,
+            "integer",
+        ),
+        (
+            lambda t, x: kd.cache_teacher_outputs(t, x, batch_size=None, shuffle=False),
+            ValueError,
+            "batch_size=None",
+        ),
+        (
+            lambda t, x: kd.cache_teacher_outputs(t, x, dtype="int8"),
+            ValueError,
+            "dtype",
+        ),
         (lambda t, x: kd.cache_teacher_outputs(t, None), ValueError, "data=None"),
-        (lambda t, x: kd.cache_teacher_outputs(t, x, ["mse"]), TypeError, "DistillationLoss"),
-        (lambda t, x: kd.cache_teacher_outputs(
-            t, x, kd.FeatureDistillation("mse", "teacher_hiden", None)),
-         ValueError, "Did you mean"),
+        (
+            lambda t, x: kd.cache_teacher_outputs(t, x, ["mse"]),
+            TypeError,
+            "DistillationLoss",
+        ),
+        (
+            lambda t, x: kd.cache_teacher_outputs(
+                t, x, kd.FeatureDistillation("mse", "teacher_hiden", None)
+            ),
+            ValueError,
+            "Did you mean",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(classification_data, call, error, match):
@@ -308,8 +368,9 @@ def test_bad_arguments_are_refused(classification_data, call, error, match):
 def test_a_cache_is_refused_by_a_distiller_with_several_teachers(classification_data):
     x, y = classification_data
     teachers = [make_classifier(16, name="t0"), make_classifier(8, name="t1")]
-    distiller = kd.Distiller(teachers, make_classifier(4, name="student"),
-                             kd.LogitsDistillation(2.0))
+    distiller = kd.Distiller(
+        teachers, make_classifier(4, name="student"), kd.LogitsDistillation(2.0)
+    )
     distiller.compile("adam", SPARSE_CE)
     cached = kd.cache_teacher_outputs(teachers[0], (x, y), batch_size=16)
     with pytest.raises(ValueError, match="with one teacher"):
@@ -343,19 +404,26 @@ def test_pydataset_and_backend_tensors_are_cached_like_arrays(classification_dat
         teacher, Batches(x, y, 16), batch_size=16, shuffle=False
     )
     from_tensors = kd.cache_teacher_outputs(
-        teacher, (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)),
-        batch_size=16, shuffle=False,
+        teacher,
+        (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)),
+        batch_size=16,
+        shuffle=False,
     )
     for cached in (from_pydataset, from_tensors):
         for a, b in zip(expected, cached):
             keras.tree.map_structure(
                 lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6), a, b
             )
-    with pytest.raises(TypeError, match=r"keras.utils.PyDataset. Received an element of type generator"):
+    with pytest.raises(
+        TypeError, match=r"keras.utils.PyDataset. Received an element of type generator"
+    ):
         kd.cache_teacher_outputs(teacher, (row for row in x))
     with pytest.raises(TypeError, match="of type str"):
         kd.cache_teacher_outputs(teacher, ("inputs", y))
-    with pytest.raises(ValueError, match=r"same number of samples. Received arrays of lengths \[40, 64\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"same number of samples. Received arrays of lengths \[40, 64\]",
+    ):
         kd.cache_teacher_outputs(teacher, (x, y[:40]))
 
 
@@ -377,10 +445,12 @@ def test_tapped_layer_names_are_read_without_creating_loss_objects(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a loss object was created to read a layer name")
 
-    losses = [keras.distillation.FeatureDistillation("mse", "t_hidden", "s_hidden"),
-              keras.distillation.LogitsDistillation(),
-              kd.FeatureDistillation("mse", "t_other", "s_other"),
-              kd.FeatureDistillation("cosine", "t_hidden", "s_hidden")]
+    losses = [
+        keras.distillation.FeatureDistillation("mse", "t_hidden", "s_hidden"),
+        keras.distillation.LogitsDistillation(),
+        kd.FeatureDistillation("mse", "t_other", "s_other"),
+        kd.FeatureDistillation("cosine", "t_hidden", "s_hidden"),
+    ]
     monkeypatch.setattr(kd.FeatureDistillation, "__init__", refuse)
     monkeypatch.setattr(kd.LogitsDistillation, "__init__", refuse)
     assert kd.cache.teacher_layer_names(losses) == ["t_hidden", "t_other"]

@@ -26,9 +26,7 @@ def _seed():
 
 def mlp(width, name):
     inputs = keras.Input((6,), name=f"{name}_input")
-    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
-        inputs
-    )
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(inputs)
     outputs = keras.layers.Dense(3, name=f"{name}_logits")(hidden)
     return keras.Model(inputs, outputs, name=name)
 
@@ -76,7 +74,10 @@ def test_epoch_schedules_assign_variables_and_log_to_history_and_csv(tmp_path):
     weight = schedules.WarmupHold(2.0, 2, start=0.5)
     csv_path = str(tmp_path / "log.csv")
     history = distiller.fit(
-        *data(), batch_size=32, epochs=5, verbose=0,
+        *data(),
+        batch_size=32,
+        epochs=5,
+        verbose=0,
         callbacks=[
             callbacks.AlphaScheduler(alpha),
             callbacks.TemperatureScheduler(temperature),
@@ -96,7 +97,8 @@ def test_epoch_schedules_assign_variables_and_log_to_history_and_csv(tmp_path):
         rows = list(csv.DictReader(f))
     np.testing.assert_allclose(
         [float(r["distillation_loss_weight_1"]) for r in rows],
-        [weight(e) for e in epochs], 1e-6,
+        [weight(e) for e in epochs],
+        1e-6,
     )
     np.testing.assert_allclose([float(r["alpha"]) for r in rows], history["alpha"])
     assert float(distiller.student_loss_weight.numpy()) == pytest.approx(alpha(4))
@@ -187,12 +189,18 @@ def test_per_batch_values_take_effect_at_their_batch_without_retracing():
     student = counted_student()
     distiller = kd.Distiller(mlp(16, "teacher"), student, kd.LogitsDistillation(2.0))
     distiller.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.0), loss=SPARSE_CE,
+        optimizer=keras.optimizers.SGD(learning_rate=0.0),
+        loss=SPARSE_CE,
         **COMPILED,
     )
     recorder = StepRecorder(student.get_layer("student_counter"))
     distiller.fit(
-        x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        shuffle=False,
         callbacks=[
             recorder,
             callbacks.AlphaScheduler(alpha, update_freq="batch"),
@@ -217,7 +225,8 @@ def test_per_batch_values_take_effect_at_their_batch_without_retracing():
     assert len(recorder.batches) == len(starts)
     np.testing.assert_allclose(
         group_losses(recorder.batches, steps_per_epoch),
-        [expected(s) for s in starts], rtol=1e-4,
+        [expected(s) for s in starts],
+        rtol=1e-4,
     )
     # the step logs the values it read (the Distiller's LatestValue metrics)
     np.testing.assert_allclose(
@@ -225,7 +234,8 @@ def test_per_batch_values_take_effect_at_their_batch_without_retracing():
     )
     np.testing.assert_allclose(
         [b["temperature"] for b in recorder.batches],
-        [temperature(s) for s in starts], 1e-6,
+        [temperature(s) for s in starts],
+        1e-6,
     )
     assert recorder.batches[0]["traces"] >= 1
     if BACKEND != "torch":  # PyTorch runs the step eagerly: nothing is traced
@@ -235,9 +245,9 @@ def test_per_batch_values_take_effect_at_their_batch_without_retracing():
     # after fit, the variables hold the last values (synced back under JAX)
     last = 2 * steps_per_epoch - spe
     assert float(distiller.student_loss_weight.numpy()) == pytest.approx(alpha(last))
-    assert float(
-        distiller.distillation_losses[0].temperature.numpy()
-    ) == pytest.approx(temperature(last))
+    assert float(distiller.distillation_losses[0].temperature.numpy()) == pytest.approx(
+        temperature(last)
+    )
     assert float(distiller.distillation_loss_weights[0].numpy()) == weight(last)
 
 
@@ -251,7 +261,11 @@ def test_batch_logs_follow_the_schedules_per_execution():
     distiller = make_distiller(**COMPILED)
     recorder = EpochLogs()
     distiller.fit(
-        x, y, batch_size=8, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[
             callbacks.AlphaScheduler(alpha, update_freq="batch"),
             callbacks.TemperatureScheduler(temperature),
@@ -274,7 +288,8 @@ def test_keras_learning_rate_schedule_and_callable_work_as_schedules():
     assert float(distiller.student_loss_weight.numpy()) == pytest.approx(0.2)
     callback = attach(
         callbacks.TemperatureScheduler(lambda step: 1.0 + step, update_freq="batch"),
-        distiller, steps=4,
+        distiller,
+        steps=4,
     )
     callback.on_epoch_begin(3)
     callback.on_train_batch_begin(2)  # absolute step 3 * 4 + 2
@@ -313,7 +328,12 @@ def test_resume_with_backup_and_restore_continues_every_schedule(tmp_path):
         ]
         try:
             distiller.fit(
-                x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False,
+                x,
+                y,
+                batch_size=16,
+                epochs=epochs,
+                verbose=0,
+                shuffle=False,
                 callbacks=scheduled + extra_callbacks + [recorder],
             )
         except RuntimeError as error:
@@ -378,7 +398,10 @@ def test_bad_value_raises_at_the_epoch_it_happens(make_callback, message):
     counter = EpochCounter()
     with pytest.raises(ValueError, match=message):
         distiller.fit(
-            *data(32), batch_size=32, epochs=5, verbose=0,
+            *data(32),
+            batch_size=32,
+            epochs=5,
+            verbose=0,
             callbacks=[make_callback(), counter],
         )
     assert counter.finished == 2
@@ -388,7 +411,8 @@ def test_bad_value_per_batch_names_the_step():
     distiller = make_distiller()
     callback = attach(
         callbacks.AlphaScheduler(lambda step: 1.0 - 0.1 * step, update_freq="batch"),
-        distiller, steps=4,
+        distiller,
+        steps=4,
     )
     callback.on_epoch_begin(2)
     callback.on_train_batch_begin(2)  # step 10: alpha 0.0 is fine
@@ -420,7 +444,9 @@ def test_choosing_the_loss_by_index_or_name():
     callback = attach(callbacks.LossWeightScheduler(0.75, loss=-1), distiller)
     callback.on_epoch_begin(0)
     assert [float(w.numpy()) for w in distiller.distillation_loss_weights] == [
-        1.0, 0.25, 0.75
+        1.0,
+        0.25,
+        0.75,
     ]
     assert callback.log_name == "distillation_loss_weight_2"
     with pytest.raises(ValueError, match=r"no distillation loss is named 'mid'"):
@@ -435,13 +461,15 @@ def test_setup_errors():
     model = mlp(4, "plain")
     model.compile(optimizer="adam", loss=SPARSE_CE)
     with pytest.raises(
-        TypeError, match="kerasdistill.MutualLearning. Received a model of type Functional"
+        TypeError,
+        match="kerasdistill.MutualLearning. Received a model of type Functional",
     ):
         attach(callbacks.AlphaScheduler(0.5), model)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         attach(
             callbacks.AlphaScheduler(0.5, update_freq="batch"),
-            make_distiller(), steps=None,
+            make_distiller(),
+            steps=None,
         )
     with pytest.raises(ValueError, match="update_freq"):
         callbacks.AlphaScheduler(0.5, update_freq="step")
@@ -465,7 +493,11 @@ def test_alpha_and_temperature_drive_deep_supervision_and_mutual_learning():
         model.compile("adam", SPARSE_CE)
         logs = EpochLogs()
         model.fit(
-            x, y, epochs=2, batch_size=16, verbose=0,
+            x,
+            y,
+            epochs=2,
+            batch_size=16,
+            verbose=0,
             callbacks=[
                 callbacks.AlphaScheduler(schedules.Linear(0.8, 0.2, 1)),
                 callbacks.TemperatureScheduler(schedules.Linear(3.0, 1.0, 1)),
@@ -473,7 +505,9 @@ def test_alpha_and_temperature_drive_deep_supervision_and_mutual_learning():
             ],
         )
         assert [logs.epochs[e]["alpha"] for e in (0, 1)] == pytest.approx([0.8, 0.2])
-        assert [logs.epochs[e]["temperature"] for e in (0, 1)] == pytest.approx([3.0, 1.0])
+        assert [logs.epochs[e]["temperature"] for e in (0, 1)] == pytest.approx(
+            [3.0, 1.0]
+        )
         assert float(model.student_loss_weight.numpy()) == pytest.approx(0.2)
         assert float(model.distillation_loss.temperature.numpy()) == pytest.approx(1.0)
         with pytest.raises(TypeError, match="kerasdistill.Distiller. Received"):

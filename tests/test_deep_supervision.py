@@ -58,7 +58,9 @@ def test_loss_matches_byot_formula(classification_data):
     model = deep.model
     final = as_numpy(model(x))
     heads = [
-        as_numpy(deep.heads[name](keras.Model(model.input, model.get_layer(name).output)(x)))
+        as_numpy(
+            deep.heads[name](keras.Model(model.input, model.get_layer(name).output)(x))
+        )
         for name in ("h1", "h2")
     ]
     final_loss = np_cross_entropy(y, final).mean()
@@ -81,11 +83,11 @@ def test_final_head_is_a_stop_gradient_teacher_and_heads_train_shallow_layers(
     model = deep.model
     watched = [model.get_layer("logits").kernel, model.get_layer("h1").kernel]
     total_gradients = gradients(lambda: deep.compute_loss(x, y), watched)
-    final_gradients = gradients(
-        lambda: SPARSE_CE(y, model(x, training=True)), watched
-    )
+    final_gradients = gradients(lambda: SPARSE_CE(y, model(x, training=True)), watched)
     # The heads' distillation term does not reach the final layer...
-    np.testing.assert_allclose(total_gradients[0], final_gradients[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        total_gradients[0], final_gradients[0], rtol=1e-5, atol=1e-7
+    )
     # ...but it and the heads' label loss reach the shallow layers.
     assert np.abs(np.asarray(total_gradients[1] - final_gradients[1])).max() > 1e-4
 
@@ -99,8 +101,10 @@ def test_heads_are_not_part_of_the_model(tmp_path, classification_data):
     head_weights = [as_numpy(w).copy() for w in deep.heads["h1"].weights]
     history = deep.fit(x, y, epochs=3, batch_size=32, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
-    assert any(not np.allclose(a, as_numpy(w))
-               for a, w in zip(head_weights, deep.heads["h1"].weights))
+    assert any(
+        not np.allclose(a, as_numpy(w))
+        for a, w in zip(head_weights, deep.heads["h1"].weights)
+    )
     assert deep.model is model and model.count_params() == params
     assert model.layers == layers
     expected = as_numpy(model(x))
@@ -112,7 +116,9 @@ def test_heads_are_not_part_of_the_model(tmp_path, classification_data):
     np.testing.assert_allclose(as_numpy(reloaded(x)), expected, rtol=1e-6)
 
 
-@pytest.mark.tensorflow_only(reason="SavedModel export read back with tf.saved_model.load")
+@pytest.mark.tensorflow_only(
+    reason="SavedModel export read back with tf.saved_model.load"
+)
 def test_heads_are_not_part_of_the_export(tmp_path, classification_data):
     import tensorflow as tf
 
@@ -162,23 +168,31 @@ def test_regression_on_a_feature_map_with_pooled_default_heads(regression_data):
     inputs = keras.Input((6,))
     sequence = keras.layers.Reshape((6, 1))(inputs)
     conv = keras.layers.Conv1D(4, 3, activation="relu", name="conv")(sequence)
-    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(keras.layers.Flatten()(conv))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(
+        keras.layers.Flatten()(conv)
+    )
     model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
-    deep = kd.DeepSupervision(model, ["conv", "hidden"], kd.RegressionDistillation("mse"))
+    deep = kd.DeepSupervision(
+        model, ["conv", "hidden"], kd.RegressionDistillation("mse")
+    )
     assert isinstance(deep.heads["conv"].layers[0], keras.layers.GlobalAveragePooling1D)
     deep.compile(keras.optimizers.Adam(0.01), "mse", metrics=["mae"])
     # 8 epochs: with some initializations (JAX's for seed 0) the final
     # output's mae first rises for a few epochs while the heads' losses
     # dominate the total, which falls from the first epoch.
     history = deep.fit(x, y, epochs=8, batch_size=16, verbose=0).history
-    assert history["mae"][-1] < history["mae"][0] and history["distillation_loss"][-1] > 0
+    assert (
+        history["mae"][-1] < history["mae"][0] and history["distillation_loss"][-1] > 0
+    )
 
 
 def test_config_and_keras_file_round_trip(tmp_path, classification_data):
     x, y = classification_data
     heads = {
-        "h1": keras.Sequential([keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)],
-                               name="custom_h1"),
+        "h1": keras.Sequential(
+            [keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)],
+            name="custom_h1",
+        ),
         "h2": keras.layers.Dense(3, name="custom_h2"),
     }
     deep = supervised(heads=heads, student_loss_weight=0.4)
@@ -193,7 +207,9 @@ def test_config_and_keras_file_round_trip(tmp_path, classification_data):
     assert float(loaded.student_loss_weight.numpy()) == pytest.approx(0.6)
     for a, b in zip(loaded.get_weights(), deep.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(deep.evaluate(x, y, verbose=0))
+    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(
+        deep.evaluate(x, y, verbose=0)
+    )
 
 
 class Subclassed(keras.Model):
@@ -208,31 +224,68 @@ class Subclassed(keras.Model):
 def two_outputs():
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(4, name="h1")(inputs)
-    return keras.Model(inputs, [keras.layers.Dense(3)(hidden), keras.layers.Dense(1)(hidden)])
+    return keras.Model(
+        inputs, [keras.layers.Dense(3)(hidden), keras.layers.Dense(1)(hidden)]
+    )
 
 
 @pytest.mark.parametrize(
     "build, error, match",
     [
-        (lambda: kd.DeepSupervision(deep_classifier(), ["h3"], kd.LogitsDistillation()),
-         ValueError, "Expected a layer named 'h3'.*Did you mean"),
-        (lambda: kd.DeepSupervision(deep_classifier(), [], kd.LogitsDistillation()),
-         ValueError, "non-empty list of layer names"),
-        (lambda: supervised(heads={"h1": keras.layers.Dense(3)}),
-         ValueError, "map each layer of head_layers"),
-        (lambda: supervised(heads={"h1": keras.layers.Dense(3), "h2": "dense"}),
-         TypeError, "keras layer"),
-        (lambda: supervised(heads={"h1": keras.layers.Dense(4), "h2": keras.layers.Dense(3)}),
-         ValueError, "head of 'h1' to output the model's shape"),
-        (lambda: kd.DeepSupervision(Subclassed(), ["dense"], kd.LogitsDistillation()),
-         ValueError, "functional or Sequential"),
-        (lambda: kd.DeepSupervision(two_outputs(), ["h1"], kd.LogitsDistillation()),
-         ValueError, "one output"),
-        (lambda: supervised(distillation_loss=kd.FeatureDistillation("mse", "h1", "h1")),
-         ValueError, "cannot tap a layer"),
+        (
+            lambda: kd.DeepSupervision(
+                deep_classifier(), ["h3"], kd.LogitsDistillation()
+            ),
+            ValueError,
+            "Expected a layer named 'h3'.*Did you mean",
+        ),
+        (
+            lambda: kd.DeepSupervision(deep_classifier(), [], kd.LogitsDistillation()),
+            ValueError,
+            "non-empty list of layer names",
+        ),
+        (
+            lambda: supervised(heads={"h1": keras.layers.Dense(3)}),
+            ValueError,
+            "map each layer of head_layers",
+        ),
+        (
+            lambda: supervised(heads={"h1": keras.layers.Dense(3), "h2": "dense"}),
+            TypeError,
+            "keras layer",
+        ),
+        (
+            lambda: supervised(
+                heads={"h1": keras.layers.Dense(4), "h2": keras.layers.Dense(3)}
+            ),
+            ValueError,
+            "head of 'h1' to output the model's shape",
+        ),
+        (
+            lambda: kd.DeepSupervision(
+                Subclassed(), ["dense"], kd.LogitsDistillation()
+            ),
+            ValueError,
+            "functional or Sequential",
+        ),
+        (
+            lambda: kd.DeepSupervision(two_outputs(), ["h1"], kd.LogitsDistillation()),
+            ValueError,
+            "one output",
+        ),
+        (
+            lambda: supervised(
+                distillation_loss=kd.FeatureDistillation("mse", "h1", "h1")
+            ),
+            ValueError,
+            "cannot tap a layer",
+        ),
         (lambda: supervised(student_loss_weight=-1.0), ValueError, r"in \[0, 1\]"),
-        (lambda: kd.DeepSupervision(make_classifier(4), ["model_hidden"], "kl"),
-         TypeError, "DistillationLoss"),
+        (
+            lambda: kd.DeepSupervision(make_classifier(4), ["model_hidden"], "kl"),
+            TypeError,
+            "DistillationLoss",
+        ),
     ],
 )
 def test_bad_input_raises(build, error, match):
@@ -246,7 +299,9 @@ def test_labels_and_a_loss_are_required(classification_data):
     with pytest.raises(ValueError, match="Expected compile.*without `loss`"):
         deep.compile("adam", run_eagerly=EAGER)
     deep.compile("adam", SPARSE_CE, run_eagerly=EAGER)
-    with pytest.raises(ValueError, match="Expected batches with labels.*learns from labels"):
+    with pytest.raises(
+        ValueError, match="Expected batches with labels.*learns from labels"
+    ):
         deep.fit(x, verbose=0)
 
 
@@ -255,7 +310,9 @@ def test_a_softmax_model_needs_from_logits_false(classification_data):
     model = make_classifier(8, activation="softmax")
     with pytest.raises(ValueError, match="from_logits=False"):
         kd.DeepSupervision(model, ["model_hidden"], kd.LogitsDistillation())
-    deep = kd.DeepSupervision(model, ["model_hidden"], kd.LogitsDistillation(from_logits=False))
+    deep = kd.DeepSupervision(
+        model, ["model_hidden"], kd.LogitsDistillation(from_logits=False)
+    )
     head = deep.heads["model_hidden"].layers[-1]
     assert head.activation is keras.activations.softmax
     deep.compile("adam", "sparse_categorical_crossentropy", run_eagerly=EAGER)

@@ -18,8 +18,11 @@ def test_demo_prints_the_table_and_writes_the_report(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "trained on 251 labeled inputs alone" in out
     assert "fewer parameters than the teacher" in out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.startswith(("teacher ", "baseline ", "student "))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.startswith(("teacher ", "baseline ", "student "))
+    }
     assert set(rows) == {"teacher", "baseline", "student"}
     assert rows["baseline"][1] == rows["student"][1] == "1,210"
     accuracy = {name: float(row[4]) for name, row in rows.items()}
@@ -40,8 +43,11 @@ def test_demo_rejects_a_bad_fraction():
 
 def test_python_dash_m_entry_point():
     result = subprocess.run(
-        [sys.executable, "-m", "kerasdistill", "--help"], capture_output=True,
-        text=True, cwd=ROOT, check=True,
+        [sys.executable, "-m", "kerasdistill", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     assert "demo" in result.stdout
 
@@ -59,11 +65,18 @@ def test_feature_distillation_example_runs(capsys):
     module = runpy.run_path(str(ROOT / "examples" / "feature_distillation.py"))
     module["main"](epochs=1)
     out = capsys.readouterr().out
-    for row in ("student, labels only", "student, logits KD",
-                "student, logits + features KD", "adapters (trained with the student"):
+    for row in (
+        "student, labels only",
+        "student, logits KD",
+        "student, logits + features KD",
+        "adapters (trained with the student",
+    ):
         assert row in out
-    accuracies = [float(line.split()[-1]) for line in out.splitlines()
-                  if line.startswith(("teacher", "student"))]
+    accuracies = [
+        float(line.split()[-1])
+        for line in out.splitlines()
+        if line.startswith(("teacher", "student"))
+    ]
     assert len(accuracies) == 4
     assert accuracies[0] > 0.5  # the teacher; chance is 0.1 (10 digits)
     assert all(a > 0.15 for a in accuracies[1:])  # every student learned
@@ -71,13 +84,19 @@ def test_feature_distillation_example_runs(capsys):
 
 @pytest.mark.slow
 def test_transformer_distillation_example_runs(capsys):
-    pytest.importorskip("keras_hub", reason="keras-hub is not installed: pip install 'kerasdistill[hub]'")
+    pytest.importorskip(
+        "keras_hub",
+        reason="keras-hub is not installed: pip install 'kerasdistill[hub]'",
+    )
     module = runpy.run_path(str(ROOT / "examples" / "transformer_distillation.py"))
     module["main"](epochs=1, samples=64)
     out = capsys.readouterr().out
     assert "transformer_layer_3 -> distilled_backbone/transformer_layer_1" in out
-    rows = [line for line in out.splitlines()
-            if line.startswith(("teacher", "student, labels only", "student, distilled"))]
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.startswith(("teacher", "student, labels only", "student, distilled"))
+    ]
     assert len(rows) == 3 and all(0.0 <= float(row.split()[-1]) <= 1.0 for row in rows)
 
 
@@ -87,9 +106,13 @@ def test_causal_lm_example_runs(capsys):
     module = runpy.run_path(str(ROOT / "examples" / "causal_lm_distillation.py"))
     module["main"](epochs=1, teacher_epochs=1, teacher_sequences=64, labeled=16)
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(("teacher", "student"))]
+    rows = [
+        line for line in out.splitlines() if line.startswith(("teacher", "student"))
+    ]
     assert [row.split("  ")[0] for row in rows] == [
-        "teacher", "student, labels only (16 sequences)",
-        "student, distilled: token KD top-4", "student, distilled: + sequence-level KD",
+        "teacher",
+        "student, labels only (16 sequences)",
+        "student, distilled: token KD top-4",
+        "student, distilled: + sequence-level KD",
     ]
     assert all(0.0 <= float(row.split()[-1]) <= 1.0 for row in rows)

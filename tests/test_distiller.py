@@ -68,8 +68,16 @@ def test_fit_logs_losses_alpha_temperature_and_metrics(classification_data):
     history = distiller.fit(
         x, y, epochs=2, batch_size=16, verbose=0, validation_data=(x, y)
     ).history
-    for key in ("loss", "student_loss", "distillation_loss", "accuracy", "val_loss",
-                "val_accuracy", "val_student_loss", "val_distillation_loss"):
+    for key in (
+        "loss",
+        "student_loss",
+        "distillation_loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "val_student_loss",
+        "val_distillation_loss",
+    ):
         assert len(history[key]) == 2 and np.all(np.isfinite(history[key])), key
     assert history["alpha"] == pytest.approx([0.3, 0.3])
     assert history["temperature"] == pytest.approx([2.0, 2.0])
@@ -136,7 +144,9 @@ def test_variables_change_the_loss_without_retracing(classification_data):
 
     def one_epoch_loss():
         weights = distiller.get_weights()
-        loss = distiller.fit(x, y, epochs=1, batch_size=64, verbose=0).history["loss"][0]
+        loss = distiller.fit(x, y, epochs=1, batch_size=64, verbose=0).history["loss"][
+            0
+        ]
         distiller.set_weights(weights)
         return loss
 
@@ -152,9 +162,14 @@ def test_variables_change_the_loss_without_retracing(classification_data):
     assert no_labels != pytest.approx(base)
     assert tripled == pytest.approx(3 * no_labels, rel=1e-5)
     assert hotter != pytest.approx(tripled)
-    assert all(not v.trainable for v in [distiller.student_loss_weight,
-                                         *distiller.distillation_loss_weights,
-                                         distiller.distillation_losses[0].temperature])
+    assert all(
+        not v.trainable
+        for v in [
+            distiller.student_loss_weight,
+            *distiller.distillation_loss_weights,
+            distiller.distillation_losses[0].temperature,
+        ]
+    )
 
 
 def test_sample_weight_applies_to_student_and_distillation_terms(classification_data):
@@ -165,7 +180,9 @@ def test_sample_weight_applies_to_student_and_distillation_terms(classification_
     weighted = evaluate(distiller, x, y, sample_weight=weights)
     half = evaluate(distiller, x[:32], y[:32])
     # sum_over_batch_size: zero-weighted samples count in the divisor.
-    assert weighted["distillation_loss"] == pytest.approx(half["distillation_loss"] / 2, rel=1e-4)
+    assert weighted["distillation_loss"] == pytest.approx(
+        half["distillation_loss"] / 2, rel=1e-4
+    )
     assert weighted["student_loss"] == pytest.approx(half["student_loss"] / 2, rel=1e-4)
     assert weighted["accuracy"] == pytest.approx(half["accuracy"], rel=1e-5)
 
@@ -174,13 +191,19 @@ def test_class_weight_equals_the_matching_sample_weight(classification_data):
     x, y = classification_data
     class_weight = {0: 0.2, 1: 1.0, 2: 3.0}
     results = []
-    for kwargs in ({"class_weight": class_weight},
-                   {"sample_weight": np.array([class_weight[c] for c in y], "float32")}):
+    for kwargs in (
+        {"class_weight": class_weight},
+        {"sample_weight": np.array([class_weight[c] for c in y], "float32")},
+    ):
         keras.utils.set_random_seed(3)
         distiller = make_distiller()
         distiller.compile("sgd", SPARSE_CE)
-        history = distiller.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0, **kwargs)
-        results.append((history.history["distillation_loss"][0], distiller.student.get_weights()))
+        history = distiller.fit(
+            x, y, epochs=1, batch_size=64, shuffle=False, verbose=0, **kwargs
+        )
+        results.append(
+            (history.history["distillation_loss"][0], distiller.student.get_weights())
+        )
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -198,7 +221,10 @@ def test_fit_without_labels_trains_on_distillation_alone(classification_data):
     assert "student_loss" not in history and "accuracy" not in history
     assert len(history["val_accuracy"]) == 3
     assert history["loss"][-1] < history["loss"][0]
-    assert any(not np.array_equal(a, b) for a, b in zip(before, distiller.student.get_weights()))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(before, distiller.student.get_weights())
+    )
 
 
 def test_transfer_set_needs_no_compiled_loss(classification_data):
@@ -271,7 +297,8 @@ def test_regression_distillation_fits(regression_data):
     teacher.compile("adam", "mse")
     teacher.fit(x, y, epochs=20, verbose=0)
     distiller = kd.Distiller(
-        teacher, make_regressor(4, name="student"),
+        teacher,
+        make_regressor(4, name="student"),
         kd.RegressionDistillation("teacher_bounded", margin=0.1),
     )
     distiller.compile("adam", "mse", metrics=["mae"])
@@ -285,18 +312,25 @@ def test_keras_distillation_losses_are_accepted_and_correct(classification_data)
     teacher = make_classifier(16, name="teacher")
     student = make_classifier(4, name="student")
     distiller = kd.Distiller(
-        teacher, student,
-        [keras.distillation.LogitsDistillation(temperature=3.0),
-         keras.distillation.FeatureDistillation(
-             loss="mse", teacher_layer_name="teacher_logits",
-             student_layer_name="student_logits")],
+        teacher,
+        student,
+        [
+            keras.distillation.LogitsDistillation(temperature=3.0),
+            keras.distillation.FeatureDistillation(
+                loss="mse",
+                teacher_layer_name="teacher_logits",
+                student_layer_name="student_logits",
+            ),
+        ],
     )
     assert isinstance(distiller.distillation_losses[0], kd.LogitsDistillation)
     assert isinstance(distiller.distillation_losses[1], kd.FeatureDistillation)
     distiller.compile("adam", SPARSE_CE)
     logs = evaluate(distiller, x, y)
     t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
-    expected = float(kd.LogitsDistillation(3.0).compute_loss(t, s)) + np.mean((t - s) ** 2)
+    expected = float(kd.LogitsDistillation(3.0).compute_loss(t, s)) + np.mean(
+        (t - s) ** 2
+    )
     assert logs["distillation_loss"] == pytest.approx(expected, rel=1e-4)
 
 
@@ -326,7 +360,9 @@ def test_regularization_losses_of_the_student_only(classification_data):
     x, y = classification_data
     regularized = keras.regularizers.L2(10.0)
     inputs = keras.Input((6,))
-    teacher = keras.Model(inputs, keras.layers.Dense(3, kernel_regularizer=regularized)(inputs))
+    teacher = keras.Model(
+        inputs, keras.layers.Dense(3, kernel_regularizer=regularized)(inputs)
+    )
     distiller = make_distiller(teacher=teacher)
     distiller.compile("adam", SPARSE_CE)
     logs = evaluate(distiller, x, y)
@@ -337,9 +373,12 @@ def test_regularization_losses_of_the_student_only(classification_data):
 def test_save_and_load_distiller(tmp_path, classification_data):
     x, y = classification_data
     distiller = make_distiller(
-        losses=[kd.LogitsDistillation(3.0),
-                kd.FeatureDistillation("mse", "teacher_logits", "student_logits")],
-        distillation_loss_weights=[1.0, 0.5], student_loss_weight=0.2,
+        losses=[
+            kd.LogitsDistillation(3.0),
+            kd.FeatureDistillation("mse", "teacher_logits", "student_logits"),
+        ],
+        distillation_loss_weights=[1.0, 0.5],
+        student_loss_weight=0.2,
     )
     distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
     distiller.fit(x, y, epochs=1, verbose=0)
@@ -348,7 +387,9 @@ def test_save_and_load_distiller(tmp_path, classification_data):
     distiller.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, kd.Distiller)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), distiller.predict(x, verbose=0))
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), distiller.predict(x, verbose=0)
+    )
     for a, b in zip(loaded.get_weights(), distiller.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert float(loaded.student_loss_weight.numpy()) == pytest.approx(0.2)
@@ -384,11 +425,18 @@ def test_a_distiller_saved_under_another_backend_loads(tmp_path, classification_
     other = NEXT_BACKEND[BACKEND]
     env = dict(os.environ, KERAS_BACKEND=other)
     tests = os.path.dirname(__file__)
-    subprocess.run([sys.executable, "-c", script, str(tmp_path), tests], check=True,
-                   env=env, cwd=tmp_path, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), tests],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     loaded = keras.saving.load_model(tmp_path / "d.keras")
     np.testing.assert_allclose(
-        loaded.predict(x, verbose=0), np.load(tmp_path / "expected.npy"), rtol=1e-5,
+        loaded.predict(x, verbose=0),
+        np.load(tmp_path / "expected.npy"),
+        rtol=1e-5,
         atol=1e-6,
     )
     assert float(loaded.student_loss_weight.numpy()) == pytest.approx(0.3)
@@ -426,8 +474,10 @@ def test_raising_alpha_without_a_student_loss_is_refused(classification_data):
 def test_compute_loss_uses_the_given_y_pred(classification_data):
     x, y = classification_data
     distiller = make_distiller(
-        losses=[kd.LogitsDistillation(2.0),
-                kd.FeatureDistillation("mse", "teacher_logits", "student_logits")],
+        losses=[
+            kd.LogitsDistillation(2.0),
+            kd.FeatureDistillation("mse", "teacher_logits", "student_logits"),
+        ],
         student_loss_weight=0.5,
     )
     distiller.compile("adam", SPARSE_CE)
@@ -454,39 +504,79 @@ def test_student_loads_without_kerasdistill(tmp_path, classification_data):
         "assert 'kerasdistill' not in sys.modules\n"
     )
     env = dict(os.environ, PYTHONPATH="")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env,
-                   cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], check=True, env=env, cwd=tmp_path
+    )
 
 
 @pytest.mark.parametrize(
     "build, error, match",
     [
-        (lambda: kd.Distiller("teacher", make_classifier(4), kd.LogitsDistillation()),
-         TypeError, "teacher to be a `keras.Model`"),
-        (lambda: kd.Distiller(make_classifier(8), None, kd.LogitsDistillation()),
-         TypeError, "student to be a `keras.Model`"),
-        (lambda: make_distiller(student=make_classifier(4, classes=5)),
-         ValueError, "same number of classes"),
-        (lambda: make_distiller(losses=kd.RegressionDistillation(),
-                                student=make_classifier(4, classes=2)),
-         ValueError, "same number of outputs"),
+        (
+            lambda: kd.Distiller(
+                "teacher", make_classifier(4), kd.LogitsDistillation()
+            ),
+            TypeError,
+            "teacher to be a `keras.Model`",
+        ),
+        (
+            lambda: kd.Distiller(make_classifier(8), None, kd.LogitsDistillation()),
+            TypeError,
+            "student to be a `keras.Model`",
+        ),
+        (
+            lambda: make_distiller(student=make_classifier(4, classes=5)),
+            ValueError,
+            "same number of classes",
+        ),
+        (
+            lambda: make_distiller(
+                losses=kd.RegressionDistillation(),
+                student=make_classifier(4, classes=2),
+            ),
+            ValueError,
+            "same number of outputs",
+        ),
         (lambda: make_distiller(student_loss_weight=1.5), ValueError, r"in \[0, 1\]"),
         (lambda: make_distiller(student_loss_weight=-0.1), ValueError, r"in \[0, 1\]"),
         (lambda: make_distiller(distillation_loss_weights=[-1.0]), ValueError, ">= 0"),
-        (lambda: make_distiller(distillation_loss_weights=[1.0, 2.0]),
-         ValueError, "one weight per distillation loss"),
-        (lambda: kd.Distiller(make_classifier(8), make_classifier(4), None),
-         ValueError, "distillation_losses"),
+        (
+            lambda: make_distiller(distillation_loss_weights=[1.0, 2.0]),
+            ValueError,
+            "one weight per distillation loss",
+        ),
+        (
+            lambda: kd.Distiller(make_classifier(8), make_classifier(4), None),
+            ValueError,
+            "distillation_losses",
+        ),
         (lambda: make_distiller(losses="kl"), TypeError, "DistillationLoss"),
-        (lambda: make_distiller(student=make_classifier(4, features=7)),
-         ValueError, "teacher to take the student's inputs"),
-        (lambda: make_distiller(teacher=make_classifier(8, activation="softmax")),
-         ValueError, "from_logits=False"),
-        (lambda: make_distiller(losses=kd.FeatureDistillation("mse", "teacher_hidden", "student_hidden",
-                                                              adapter=None)),
-         ValueError, "same shape"),
-        (lambda: make_distiller(losses=kd.FeatureDistillation("mse", "teacher_hiden", None)),
-         ValueError, "Did you mean"),
+        (
+            lambda: make_distiller(student=make_classifier(4, features=7)),
+            ValueError,
+            "teacher to take the student's inputs",
+        ),
+        (
+            lambda: make_distiller(teacher=make_classifier(8, activation="softmax")),
+            ValueError,
+            "from_logits=False",
+        ),
+        (
+            lambda: make_distiller(
+                losses=kd.FeatureDistillation(
+                    "mse", "teacher_hidden", "student_hidden", adapter=None
+                )
+            ),
+            ValueError,
+            "same shape",
+        ),
+        (
+            lambda: make_distiller(
+                losses=kd.FeatureDistillation("mse", "teacher_hiden", None)
+            ),
+            ValueError,
+            "Did you mean",
+        ),
     ],
 )
 def test_bad_input_raises_before_training(build, error, match):

@@ -49,7 +49,9 @@ SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def _env(**extra):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH")])
+    )
     for key in ("NO_PROXY", "no_proxy"):  # gRPC honours proxies
         env[key] = ",".join(filter(None, [env.get(key), "127.0.0.1,localhost"]))
     env.pop("TF_CONFIG", None)
@@ -84,11 +86,21 @@ def _cluster(directory, cases, worker_args=((), ())):
         for index, args in enumerate(worker_args):
             tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
             log = open(directory / f"worker_{index}.log", "w")
-            processes.append(subprocess.Popen(
-                [sys.executable, str(RUNNER), "worker", str(directory), *cases, *args],
-                env=_env(TF_CONFIG=json.dumps(tf_config)),
-                stdout=log, stderr=subprocess.STDOUT,
-            ))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(RUNNER),
+                        "worker",
+                        str(directory),
+                        *cases,
+                        *args,
+                    ],
+                    env=_env(TF_CONFIG=json.dumps(tf_config)),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             log.close()
         yield processes
     finally:
@@ -112,8 +124,10 @@ def _wait(processes, logs, done):
 
 
 def _tails(logs, codes):
-    return "\n".join(f"--- worker {i} (exit code {code}):\n" + _tail(logs / f"worker_{i}.log")
-                     for i, code in enumerate(codes))
+    return "\n".join(
+        f"--- worker {i} (exit code {code}):\n" + _tail(logs / f"worker_{i}.log")
+        for i, code in enumerate(codes)
+    )
 
 
 def _wait_all(processes, logs):
@@ -131,16 +145,21 @@ def _assert_same_run(run, reference, epochs=slice(None)):
     keys = sorted(k for k in reference if k.startswith("history/"))
     assert sorted(k for k in run if k.startswith("history/")) == keys
     for key in keys:
-        np.testing.assert_allclose(run[key], reference[key][epochs], rtol=1e-5,
-                                   atol=1e-6, err_msg=key)
-    weights = sorted((k for k in reference if k.startswith("weight_")),
-                     key=lambda k: int(k.split("_")[1]))
+        np.testing.assert_allclose(
+            run[key], reference[key][epochs], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+    weights = sorted(
+        (k for k in reference if k.startswith("weight_")),
+        key=lambda k: int(k.split("_")[1]),
+    )
     assert len(weights) == len([k for k in run if k.startswith("weight_")])
     for key in weights:
-        np.testing.assert_allclose(run[key], reference[key], rtol=1e-5, atol=1e-6,
-                                   err_msg=key)
-    np.testing.assert_allclose(run["predictions"], reference["predictions"],
-                               rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            run[key], reference[key], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+    np.testing.assert_allclose(
+        run["predictions"], reference["predictions"], rtol=1e-5, atol=1e-5
+    )
     assert float(run["replica_spread"]) == 0.0
 
 
@@ -153,8 +172,11 @@ def mirrored_runs(tmp_path_factory):
         try:
             subprocess.run(
                 [sys.executable, str(RUNNER), "mirrored", str(out), *MIRRORED_CASES],
-                env=_env(), stdout=stream, stderr=subprocess.STDOUT,
-                timeout=TIMEOUT_S, check=True,
+                env=_env(),
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                timeout=TIMEOUT_S,
+                check=True,
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
             pytest.fail(f"{error}\n{_tail(log)}")
@@ -171,7 +193,9 @@ def test_mirrored_strategy_matches_one_device(mirrored_runs, case):
     # the result is the same.
     assert bool(mirrored["teacher_mirrored"]) == (case != TEACHER_OUTSIDE)
     _assert_same_run(mirrored, one_device)
-    assert one_device["history/loss"][-1] != pytest.approx(one_device["history/loss"][0])
+    assert one_device["history/loss"][-1] != pytest.approx(
+        one_device["history/loss"][0]
+    )
 
 
 @pytest.mark.slow
@@ -184,10 +208,13 @@ def test_self_distiller_teacher_is_updated_on_every_replica(mirrored_runs, teach
     teacher_keys = [k for k in one_device if k.startswith("teacher/")]
     assert teacher_keys
     for key in teacher_keys:
-        np.testing.assert_allclose(mirrored[key], one_device[key], rtol=1e-5,
-                                   atol=1e-6, err_msg=key)
-    gaps = [np.max(np.abs(mirrored[key] - mirrored[key.replace("teacher/", "student/")]))
-            for key in teacher_keys]
+        np.testing.assert_allclose(
+            mirrored[key], one_device[key], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+    gaps = [
+        np.max(np.abs(mirrored[key] - mirrored[key.replace("teacher/", "student/")]))
+        for key in teacher_keys
+    ]
     if teacher == "ema":  # an average of past weights, behind the model
         assert min(gaps) > 1e-4
     else:  # the snapshot taken at the end of the last epoch
@@ -199,9 +226,14 @@ def test_self_distiller_teacher_is_updated_on_every_replica(mirrored_runs, teach
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "option, keras_error",
-    [("jit_compile", "located in device"), ("steps_per_execution", "placeholder tensor")],
+    [
+        ("jit_compile", "located in device"),
+        ("steps_per_execution", "placeholder tensor"),
+    ],
 )
-def test_options_tensorflow_cannot_distribute_are_refused(mirrored_runs, option, keras_error):
+def test_options_tensorflow_cannot_distribute_are_refused(
+    mirrored_runs, option, keras_error
+):
     limits = json.loads((mirrored_runs / "limits.json").read_text())
     # The limit is TensorFlow's: a plain Keras model fails deep in a graph.
     # When this assertion fails, TensorFlow lifted it: relax
@@ -242,8 +274,10 @@ def test_multi_worker_refuses_options_tensorflow_cannot_distribute(multi_worker_
         )
         for option in ("jit_compile", "steps_per_execution"):
             assert refused[f"distiller_{option}"]["type"] == "ValueError"
-            assert "MultiWorkerMirroredStrategy with 2 replica(s)" in (
-                refused[f"distiller_{option}"]["message"])
+            assert (
+                "MultiWorkerMirroredStrategy with 2 replica(s)"
+                in (refused[f"distiller_{option}"]["message"])
+            )
 
 
 @pytest.mark.slow
@@ -252,8 +286,10 @@ def test_multi_worker_reads_each_cached_sample_once_per_epoch(multi_worker_runs)
     # reads its own share of every global batch. (Without a seed, each
     # shuffles its own way, as with Keras's arrays: some samples are read
     # twice in an epoch and others not at all.)
-    orders = [json.loads((multi_worker_runs / f"shuffled_cache_worker_{i}.json").read_text())
-              for i in range(2)]
+    orders = [
+        json.loads((multi_worker_runs / f"shuffled_cache_worker_{i}.json").read_text())
+        for i in range(2)
+    ]
     for epoch in range(2):
         first, second = (order[epoch] for order in orders)
         assert len(first) == len(second) == SAMPLES // 2
@@ -270,20 +306,23 @@ def test_killed_worker_resumes_and_continues_the_schedules(mirrored_runs, tmp_pa
     first.mkdir()
     second.mkdir()
     killed_at = ("--kill-at", "1:1")  # epoch 1, after its second batch
-    with _cluster(first, [case],
-                  [("--backup-dir", str(backup)),
-                   ("--backup-dir", str(backup), *killed_at)]) as workers:
+    with _cluster(
+        first,
+        [case],
+        [("--backup-dir", str(backup)), ("--backup-dir", str(backup), *killed_at)],
+    ) as workers:
         codes = _wait(workers, first, lambda codes: codes[1] is not None)
         assert codes[1] == -signal.SIGKILL, _tails(first, codes)
         # Its peer cannot go on without it: the cluster manager (this test)
         # stops it and restarts both, as after a preemption.
     assert not list(first.glob("*.npz"))
     for index in range(2):
-        metadata = json.loads((backup / f"worker_{index}" / "training_metadata.json").read_text())
+        metadata = json.loads(
+            (backup / f"worker_{index}" / "training_metadata.json").read_text()
+        )
         assert metadata["epoch"] == 1  # backed up at the end of epoch 0
 
-    with _cluster(second, [case],
-                  [("--backup-dir", str(backup))] * 2) as workers:
+    with _cluster(second, [case], [("--backup-dir", str(backup))] * 2) as workers:
         _wait_all(workers, second)
     for index in range(2):
         run = _load(second / f"{case}_worker_{index}.npz")
@@ -304,6 +343,7 @@ def strategy():
 
 def _place(strategy, where):
     """Builds teacher, student, loss and Distiller in or out of the scope."""
+
     def scope(part):
         return strategy.scope() if where.get(part, True) else contextlib.nullcontext()
 
@@ -323,12 +363,16 @@ def test_teacher_and_losses_may_be_created_outside_the_scope(strategy, outside):
     distiller.compile("adam", SPARSE_CE)  # outside the scope is fine too
     assert distiller.distribute_strategy is strategy
     # compile() created the optimizer in the Distiller's scope.
-    assert isinstance(distiller.optimizer.iterations.value, tf.distribute.DistributedValues)
+    assert isinstance(
+        distiller.optimizer.iterations.value, tf.distribute.DistributedValues
+    )
 
 
 def test_optimizer_created_outside_the_scope_is_refused(strategy):
     distiller = _place(strategy, {})
-    with pytest.raises(ValueError, match="optimizer to be created in the `strategy.scope"):
+    with pytest.raises(
+        ValueError, match="optimizer to be created in the `strategy.scope"
+    ):
         distiller.compile(keras.optimizers.Adam(), SPARSE_CE)
     with strategy.scope():
         optimizer = keras.optimizers.Adam()
@@ -341,14 +385,18 @@ def test_optimizer_created_outside_the_scope_is_refused(strategy):
     [
         ({"student": False}, "student to be created inside the `strategy.scope"),
         ({"distiller": False}, "Distiller to be created inside the `strategy.scope"),
-        ({"teacher": False, "student": False, "loss": False},
-         "student to be created inside the `strategy.scope"),
+        (
+            {"teacher": False, "student": False, "loss": False},
+            "student to be created inside the `strategy.scope",
+        ),
     ],
 )
 def test_student_and_distiller_outside_the_scope_are_refused(strategy, where, match):
     with pytest.raises(ValueError, match=match) as error:
         _place(strategy, where)
-    assert "Build (or load)" in str(error.value) or "Create the Distiller" in str(error.value)
+    assert "Build (or load)" in str(error.value) or "Create the Distiller" in str(
+        error.value
+    )
 
 
 def test_parts_from_two_strategies_are_refused(strategy):
@@ -362,8 +410,10 @@ def test_parts_from_two_strategies_are_refused(strategy):
 
 
 def test_compile_in_another_scope_is_refused(strategy):
-    distiller = _place(strategy, {"teacher": False, "student": False,
-                                  "loss": False, "distiller": False})
+    distiller = _place(
+        strategy,
+        {"teacher": False, "student": False, "loss": False, "distiller": False},
+    )
     with strategy.scope():
         with pytest.raises(ValueError, match="compile\\(\\) inside the scope"):
             distiller.compile("sgd", SPARSE_CE)

@@ -70,8 +70,11 @@ def _regressor():
 
 
 def _compiled(model, loss=None):
-    model.compile("adam", loss or keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"])
+    model.compile(
+        "adam",
+        loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -98,13 +101,17 @@ def _attention(seed):
 
 
 def _maps(channels):
-    return np.random.default_rng(channels).normal(
-        size=(SAMPLES, 4, 4, channels)).astype("float32")
+    return (
+        np.random.default_rng(channels)
+        .normal(size=(SAMPLES, 4, 4, channels))
+        .astype("float32")
+    )
 
 
 def _distiller(get):
     distiller = kerasdistill.Distiller(
-        get("teacher"), get("student"), kerasdistill.LogitsDistillation())
+        get("teacher"), get("student"), kerasdistill.LogitsDistillation()
+    )
     return _compiled(distiller)
 
 
@@ -119,8 +126,14 @@ FIXTURES = {
     "kerasdistill": lambda get: kerasdistill,
     "kd": lambda get: kerasdistill,
     "data": _data,
-    **{name: (lambda get: get("data")[0]) for name in ("x", "x_train", "x_val", "x_test")},
-    **{name: (lambda get: get("data")[1]) for name in ("y", "y_train", "y_val", "y_test")},
+    **{
+        name: (lambda get: get("data")[0])
+        for name in ("x", "x_train", "x_val", "x_test")
+    },
+    **{
+        name: (lambda get: get("data")[1])
+        for name in ("y", "y_train", "y_val", "y_test")
+    },
     "t": _logits,
     "s": lambda get: _logits(get, shift=0.5),
     "logits": _logits,
@@ -137,15 +150,23 @@ FIXTURES = {
     "model": lambda get: _classifier("model", ""),
     "regressor": lambda get: _regressor(),
     "baseline": lambda get: _compiled(_classifier("baseline", "s_")),
-    "make_net": lambda get: (lambda name: _classifier(name, "")),
-    "build": lambda get: (lambda: _compiled(_classifier("generation", ""))),
+    "make_net": lambda get: lambda name: _classifier(name, ""),
+    "build": lambda get: lambda: _compiled(_classifier("generation", "")),
     "distiller": _distiller,
     "history": _history,
-    "supervised": lambda get: _compiled(kerasdistill.DeepSupervision(
-        _classifier("supervised", ""), ["block1_out"], kerasdistill.LogitsDistillation())),
-    "mutual": lambda get: _compiled(kerasdistill.MutualLearning(
-        [_classifier("net_a", ""), _classifier("net_b", "")],
-        kerasdistill.LogitsDistillation())),
+    "supervised": lambda get: _compiled(
+        kerasdistill.DeepSupervision(
+            _classifier("supervised", ""),
+            ["block1_out"],
+            kerasdistill.LogitsDistillation(),
+        )
+    ),
+    "mutual": lambda get: _compiled(
+        kerasdistill.MutualLearning(
+            [_classifier("net_a", ""), _classifier("net_b", "")],
+            kerasdistill.LogitsDistillation(),
+        )
+    ),
 }
 
 
@@ -178,8 +199,10 @@ def _public_objects():
         if inspect.ismodule(value):
             found[value.__name__] = value
             names = getattr(value, "__all__", None) or [
-                n for n, v in vars(value).items()
-                if not n.startswith("_") and getattr(v, "__module__", None) == value.__name__
+                n
+                for n, v in vars(value).items()
+                if not n.startswith("_")
+                and getattr(v, "__module__", None) == value.__name__
             ]
             members = [getattr(value, n) for n in names]
         else:
@@ -199,8 +222,11 @@ def _public_objects():
 def _examples():
     for qualified, obj in sorted(_public_objects().items()):
         for index, code in enumerate(BLOCK.findall(inspect.getdoc(obj) or "")):
-            marks = ([pytest.mark.skip(reason=NOT_RUN[qualified])]
-                     if qualified in NOT_RUN else [])
+            marks = (
+                [pytest.mark.skip(reason=NOT_RUN[qualified])]
+                if qualified in NOT_RUN
+                else []
+            )
             if qualified in SLOW:
                 marks.append(pytest.mark.slow)
             yield pytest.param(code, id=f"{qualified}[{index}]", marks=marks)

@@ -43,9 +43,7 @@ CONVERTER = pytest.mark.tensorflow_only(
 
 def _mlp(width, name):
     inputs = keras.Input((FEATURES,), name=f"{name}_input")
-    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
-        inputs
-    )
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(inputs)
     outputs = keras.layers.Dense(CLASSES, name=f"{name}_logits")(hidden)
     return keras.Model(inputs, outputs, name=name)
 
@@ -121,7 +119,7 @@ def _run_tflite(path, x):
     if details["dtype"] != np.float32:
         scale, zero = details["quantization"]
         x = np.clip(np.round(x / scale + zero), -128, 127).astype(details["dtype"])
-    (out_name, out_details), = runner.get_output_details().items()
+    ((out_name, out_details),) = runner.get_output_details().items()
     y = runner(**{name: x})[out_name]
     if out_details["dtype"] != np.float32:
         scale, zero = out_details["quantization"]
@@ -155,9 +153,7 @@ def test_saved_model_holds_the_student_only(distiller, data, tmp_path):
     assert report.num_samples == len(x)
     assert (report.backend, report.route) == (BACKEND, ROUTE)
     assert report.format == "saved_model" and report.quantization is None
-    assert report.bytes == sum(
-        f.stat().st_size for f in path.rglob("*") if f.is_file()
-    )
+    assert report.bytes == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert "saved_model" in str(report)
 
 
@@ -175,15 +171,14 @@ def test_tflite_float_and_dynamic(distiller, data, tmp_path, quantization):
     assert report.relative_diff == pytest.approx(
         report.max_abs_diff / np.max(np.abs(expected))
     )
-    assert report.relative_diff <= {None: 1e-6, "float16": 1e-3, "dynamic": 1e-3}[
-        quantization
-    ]
-    assert report.tolerance == {None: 1e-4, "float16": 1e-2, "dynamic": 5e-2}[
-        quantization
-    ]
-    assert report.top1_agreement == np.mean(
-        actual.argmax(1) == expected.argmax(1)
+    assert (
+        report.relative_diff
+        <= {None: 1e-6, "float16": 1e-3, "dynamic": 1e-3}[quantization]
     )
+    assert (
+        report.tolerance == {None: 1e-4, "float16": 1e-2, "dynamic": 5e-2}[quantization]
+    )
+    assert report.top1_agreement == np.mean(actual.argmax(1) == expected.argmax(1))
     assert report.bytes == path.stat().st_size
     # No teacher tensor (its hidden layer has 512 units) in the file.
     tensors = Interpreter(model_path=str(path)).get_tensor_details()
@@ -197,12 +192,19 @@ def test_dynamic_quantization_shrinks_large_weights(data, tmp_path):
     keras.utils.set_random_seed(1)
     x, _ = data
     student = keras.Sequential(
-        [keras.Input((FEATURES,)), keras.layers.Dense(256, activation="relu"),
-         keras.layers.Dense(256, activation="relu"), keras.layers.Dense(CLASSES)]
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ]
     )  # The 256x256 kernel dominates the size; dynamic stores it in int8.
     float32 = kd.export_student(student, tmp_path / "f.tflite", format="tflite")
     dynamic = kd.export_student(
-        student, tmp_path / "d.tflite", format="tflite", quantization="dynamic",
+        student,
+        tmp_path / "d.tflite",
+        format="tflite",
+        quantization="dynamic",
         sample_inputs=x,
     )
     assert dynamic.bytes < 0.4 * float32.bytes
@@ -214,7 +216,10 @@ def test_int8_full_integer(distiller, data, tmp_path):
     x, _ = data
     path = tmp_path / "student.tflite"
     report = kd.export_student(
-        distiller, path, format="tflite", quantization="int8",
+        distiller,
+        path,
+        format="tflite",
+        quantization="int8",
         representative_data=x,
     )
     expected = distiller.student.predict(x, verbose=0)
@@ -244,9 +249,13 @@ def test_int8_input_and_output_types(distiller, data, tmp_path):
     x, y = data
     path = tmp_path / "student.tflite"
     report = kd.export_student(
-        distiller, path, format="tflite", quantization="int8",
+        distiller,
+        path,
+        format="tflite",
+        quantization="int8",
         representative_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
-        input_type="int8", output_type="int8",
+        input_type="int8",
+        output_type="int8",
     )
     runner = Interpreter(model_path=str(path)).get_signature_runner()
     (input_details,) = runner.get_input_details().values()
@@ -267,7 +276,10 @@ def test_parity_failure_raises_and_keeps_the_file(distiller, data, tmp_path):
     path = tmp_path / "student.tflite"
     with pytest.raises(ValueError, match="differs from the Keras student"):
         kd.export_student(
-            distiller, path, format="tflite", quantization="int8",
+            distiller,
+            path,
+            format="tflite",
+            quantization="int8",
             representative_data=tf.data.Dataset.from_tensor_slices(x),
             tolerance=1e-6,
         )
@@ -306,8 +318,11 @@ def test_float16_overflow_is_caught(data, tmp_path):
     student.layers[1].set_weights([kernel, bias])
     with pytest.raises(ValueError, match="differs from the Keras student"):
         kd.export_student(
-            student, tmp_path / "s.tflite", format="tflite",
-            quantization="float16", sample_inputs=x,
+            student,
+            tmp_path / "s.tflite",
+            format="tflite",
+            quantization="float16",
+            sample_inputs=x,
         )
 
 
@@ -379,20 +394,45 @@ def test_subclassed_built_student(data, tmp_path):
         ({"format": "onnx"}, ValueError, "`format` to be one of"),
         ({"format": "tflite", "quantization": "int4"}, ValueError, "quantization"),
         ({"quantization": "float16"}, ValueError, "TFLite exports only"),
-        ({"format": "tflite", "quantization": "int8"}, ValueError,
-         "Expected `representative_data` with quantization='int8'"),
-        ({"format": "tflite", "input_type": "int8"}, ValueError,
-         "needs full-integer quantization"),
-        ({"format": "tflite", "quantization": "int8", "output_type": "uint8",
-          "representative_data": np.zeros((2, FEATURES))}, ValueError,
-         "`output_type` to be one of"),
+        (
+            {"format": "tflite", "quantization": "int8"},
+            ValueError,
+            "Expected `representative_data` with quantization='int8'",
+        ),
+        (
+            {"format": "tflite", "input_type": "int8"},
+            ValueError,
+            "needs full-integer quantization",
+        ),
+        (
+            {
+                "format": "tflite",
+                "quantization": "int8",
+                "output_type": "uint8",
+                "representative_data": np.zeros((2, FEATURES)),
+            },
+            ValueError,
+            "`output_type` to be one of",
+        ),
         ({"format": "tflite", "tolerance": 0}, ValueError, "tolerance > 0"),
-        ({"format": "tflite", "quantization": "int8",
-          "representative_data": np.zeros((4, FEATURES + 1))}, ValueError,
-         r"\(n,\) \+ \(6,\)"),
-        ({"format": "tflite", "quantization": "int8",
-          "representative_data": np.full((4, FEATURES), np.inf)}, ValueError,
-         "finite"),
+        (
+            {
+                "format": "tflite",
+                "quantization": "int8",
+                "representative_data": np.zeros((4, FEATURES + 1)),
+            },
+            ValueError,
+            r"\(n,\) \+ \(6,\)",
+        ),
+        (
+            {
+                "format": "tflite",
+                "quantization": "int8",
+                "representative_data": np.full((4, FEATURES), np.inf),
+            },
+            ValueError,
+            "finite",
+        ),
         ({"via": "onnx"}, ValueError, "`via` to be one of"),
     ],
 )
@@ -442,8 +482,13 @@ _BOUNDS = {None: 1e-6, "float16": 1e-3, "dynamic": 1e-3, "int8": 0.05}
 
 @pytest.mark.parametrize(
     "format, quantization",
-    [("saved_model", None), ("tflite", None), ("tflite", "float16"),
-     ("tflite", "dynamic"), ("tflite", "int8")],
+    [
+        ("saved_model", None),
+        ("tflite", None),
+        ("tflite", "float16"),
+        ("tflite", "dynamic"),
+        ("tflite", "int8"),
+    ],
 )
 def test_student_trained_on_this_backend_exports(
     student, data, tmp_path, format, quantization
@@ -451,7 +496,10 @@ def test_student_trained_on_this_backend_exports(
     x, _ = data
     path = tmp_path / ("student.tflite" if format == "tflite" else "student")
     report = kd.export_student(
-        student, path, format=format, quantization=quantization,
+        student,
+        path,
+        format=format,
+        quantization=quantization,
         representative_data=x if quantization == "int8" else None,
         sample_inputs=x,
     )
@@ -490,7 +538,9 @@ def test_custom_layers_and_lambdas_survive_the_route(data, tmp_path):
     hidden = Scale(0.5)(hidden)
     hidden = keras.layers.Lambda(lambda t: t * t - t, output_shape=(8,))(hidden)
     student = keras.Model(inputs, keras.layers.Dense(CLASSES)(hidden))
-    student.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     student.fit(x, y, epochs=1, batch_size=32, verbose=0)
     report = kd.export_student(
         student, tmp_path / "s.tflite", format="tflite", sample_inputs=x
@@ -520,7 +570,9 @@ def test_classes_of_main_are_refused_before_the_subprocess(tmp_path):
     Doubling.__module__ = "__main__"  # as if defined in the running script
     inputs = keras.Input((FEATURES,))
     student = keras.Model(inputs, Doubling()(keras.layers.Dense(2)(inputs)))
-    with pytest.raises(ValueError, match="kerasdistill_tests_main>Doubling is defined in __main__"):
+    with pytest.raises(
+        ValueError, match="kerasdistill_tests_main>Doubling is defined in __main__"
+    ):
         kd.export_student(student, tmp_path / "s.tflite", format="tflite")
     assert not os.listdir(tmp_path)
 
@@ -550,7 +602,10 @@ def test_a_student_the_subprocess_cannot_load_is_explained(tmp_path):
 
     inputs = keras.Input((FEATURES,))
     student = keras.Model(inputs, Unregistered()(keras.layers.Dense(2)(inputs)))
-    with pytest.raises(ValueError, match="(?s)could not load it.*Could not locate class 'Unregistered'.*register_keras_serializable"):
+    with pytest.raises(
+        ValueError,
+        match="(?s)could not load it.*Could not locate class 'Unregistered'.*register_keras_serializable",
+    ):
         kd.export_student(student, tmp_path / "s.tflite", format="tflite")
 
 
@@ -565,7 +620,10 @@ def test_the_export_subprocess_is_reused_and_replaced(student, tmp_path, monkeyp
     first = worker._process
     kd.export_student(student, tmp_path / "b.tflite", format="tflite")
     assert worker._process is first and first.poll() is None
-    with pytest.raises(RuntimeError, match="(?s)stopped \\(exit status 1\\) without a result.*FileNotFoundError.*result.json"):
+    with pytest.raises(
+        RuntimeError,
+        match="(?s)stopped \\(exit status 1\\) without a result.*FileNotFoundError.*result.json",
+    ):
         worker.run(str(tmp_path / "no-such-folder"), [], BACKEND)  # dies writing there
     assert first.poll() is not None and worker._process is None
     report = kd.export_student(student, tmp_path / "c.tflite", format="tflite")
@@ -584,12 +642,20 @@ def test_jax2tf_route(student, data, tmp_path):
     actual = _run_saved_model(tmp_path / "sm", x)
     np.testing.assert_allclose(actual, student.predict(x, verbose=0), atol=1e-5)
     int8 = kd.export_student(
-        student, tmp_path / "s.tflite", format="tflite", quantization="int8",
-        representative_data=x, via="backend",
+        student,
+        tmp_path / "s.tflite",
+        format="tflite",
+        quantization="int8",
+        representative_data=x,
+        via="backend",
     )
     assert int8.route == "jax2tf" and int8.relative_diff <= 0.05
     assert int8.max_abs_diff == pytest.approx(
-        np.max(np.abs(_run_tflite(tmp_path / "s.tflite", x) - student.predict(x, verbose=0))),
+        np.max(
+            np.abs(
+                _run_tflite(tmp_path / "s.tflite", x) - student.predict(x, verbose=0)
+            )
+        ),
         rel=1e-3,
     )
 
@@ -610,8 +676,15 @@ def test_export_modules_do_not_import_tensorflow_at_import_time(module):
     with open(module.__file__, encoding="utf-8") as file:
         body = ast.parse(file.read()).body
     names = [
-        alias.name for node in body if isinstance(node, ast.Import)
+        alias.name
+        for node in body
+        if isinstance(node, ast.Import)
         for alias in node.names
     ] + [node.module for node in body if isinstance(node, ast.ImportFrom)]
-    assert not [n for n in names if n and n.split(".")[0] in ("tensorflow", "keras")
-                and n.startswith(("tensorflow", "keras.src"))]
+    assert not [
+        n
+        for n in names
+        if n
+        and n.split(".")[0] in ("tensorflow", "keras")
+        and n.startswith(("tensorflow", "keras.src"))
+    ]

@@ -63,22 +63,29 @@ def test_dict_inputs_export_with_the_same_names(tmp_path, format):
 def test_list_inputs_and_a_dataset_of_dicts(tmp_path):
     samples = token_samples()
     report = kd.export_student(
-        token_student(dict_inputs=False), tmp_path / "list",
+        token_student(dict_inputs=False),
+        tmp_path / "list",
         sample_inputs=[samples["token_ids"], samples["padding_mask"]],
     )
     assert report.num_samples == 16
     labels = np.zeros(16, "int32")
     dataset = tf.data.Dataset.from_tensor_slices((samples, labels)).batch(5)
     report = kd.export_student(
-        token_student(), tmp_path / "s.tflite", format="tflite",
-        quantization="dynamic", representative_data=dataset,
+        token_student(),
+        tmp_path / "s.tflite",
+        format="tflite",
+        quantization="dynamic",
+        representative_data=dataset,
     )
     assert report.num_samples == 16  # the dataset's samples, unbatched
 
 
 def test_bad_multi_input_samples_are_explained(tmp_path):
     student, samples = token_student(), token_samples()
-    with pytest.raises(ValueError, match=r"keyed by the student's input names \['padding_mask', 'token_ids'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"keyed by the student's input names \['padding_mask', 'token_ids'\]",
+    ):
         kd.export_student(student, tmp_path / "a", sample_inputs=samples["token_ids"])
     with pytest.raises(ValueError, match="not a fixed-shape float tensor"):
         kd.export_student(student, tmp_path / "b")  # token ids cannot be made up
@@ -87,7 +94,8 @@ def test_bad_multi_input_samples_are_explained(tmp_path):
         kd.export_student(student, tmp_path / "c", sample_inputs=uneven)
     with pytest.raises(ValueError, match="list of 2 arrays"):
         kd.export_student(
-            token_student(dict_inputs=False), tmp_path / "d",
+            token_student(dict_inputs=False),
+            tmp_path / "d",
             sample_inputs=[samples["token_ids"]],
         )
     assert not os.listdir(tmp_path)

@@ -41,8 +41,9 @@ def test_cosine_distance():
         1 - np.dot(t.ravel(), s.ravel()) / np.linalg.norm(t) / np.linalg.norm(s)
         for t, s in zip(MAPS_T, student)
     ]
-    np.testing.assert_allclose(per_sample(fl.cosine_distance, MAPS_T, student), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        per_sample(fl.cosine_distance, MAPS_T, student), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_attention_transfer_matches_zagoruyko_eq_2():
@@ -50,9 +51,12 @@ def test_attention_transfer_matches_zagoruyko_eq_2():
     for t, s in zip(MAPS_T, MAPS_S):  # channels differ: attention sums them
         q_t = (np.abs(t) ** 2).sum(-1).ravel()
         q_s = (np.abs(s) ** 2).sum(-1).ravel()
-        expected.append(np.linalg.norm(q_s / np.linalg.norm(q_s) - q_t / np.linalg.norm(q_t)))
-    np.testing.assert_allclose(per_sample(fl.attention_transfer, MAPS_T, MAPS_S), expected,
-                               rtol=1e-5)
+        expected.append(
+            np.linalg.norm(q_s / np.linalg.norm(q_s) - q_t / np.linalg.norm(q_t))
+        )
+    np.testing.assert_allclose(
+        per_sample(fl.attention_transfer, MAPS_T, MAPS_S), expected, rtol=1e-5
+    )
 
 
 def test_similarity_preserving_matches_tung_and_mori():
@@ -92,11 +96,21 @@ def np_cosine_angle(x, i, j, k):
 
 def test_rkd_angle_matches_park_et_al():
     triplets = list(itertools.permutations(range(len(VEC_T)), 3))
-    terms = [huber(np_cosine_angle(VEC_S, *t) - np_cosine_angle(VEC_T, *t)) for t in triplets]
+    terms = [
+        huber(np_cosine_angle(VEC_S, *t) - np_cosine_angle(VEC_T, *t)) for t in triplets
+    ]
     values = per_sample(fl.rkd_angle, VEC_T, VEC_S)
     np.testing.assert_allclose(values.mean(), np.mean(terms), rtol=1e-5)
-    by_vertex = [np.mean([huber(np_cosine_angle(VEC_S, i, j, k) - np_cosine_angle(VEC_T, i, j, k))
-                          for i, jj, k in triplets if jj == j]) for j in range(len(VEC_T))]
+    by_vertex = [
+        np.mean(
+            [
+                huber(np_cosine_angle(VEC_S, i, j, k) - np_cosine_angle(VEC_T, i, j, k))
+                for i, jj, k in triplets
+                if jj == j
+            ]
+        )
+        for j in range(len(VEC_T))
+    ]
     np.testing.assert_allclose(values, by_vertex, rtol=1e-5)
 
 
@@ -104,14 +118,34 @@ def test_pkt_matches_passalis_and_tefas():
     b = len(VEC_T)
 
     def conditional(x):
-        kernel = np.array([[0.5 * (np.dot(a, c) / np.linalg.norm(a) / np.linalg.norm(c) + 1)
-                            for c in x] for a in x])
-        return np.array([[kernel[i, j] / sum(kernel[i, k] for k in range(b) if k != i)
-                          if j != i else 0.0 for j in range(b)] for i in range(b)])
+        kernel = np.array(
+            [
+                [
+                    0.5 * (np.dot(a, c) / np.linalg.norm(a) / np.linalg.norm(c) + 1)
+                    for c in x
+                ]
+                for a in x
+            ]
+        )
+        return np.array(
+            [
+                [
+                    kernel[i, j] / sum(kernel[i, k] for k in range(b) if k != i)
+                    if j != i
+                    else 0.0
+                    for j in range(b)
+                ]
+                for i in range(b)
+            ]
+        )
 
     p, q = conditional(VEC_T), conditional(VEC_S)
-    paper = sum(p[i, j] * np.log(p[i, j] / q[i, j])
-                for i in range(b) for j in range(b) if i != j)
+    paper = sum(
+        p[i, j] * np.log(p[i, j] / q[i, j])
+        for i in range(b)
+        for j in range(b)
+        if i != j
+    )
     values = per_sample(fl.pkt, VEC_T, VEC_S)
     np.testing.assert_allclose(values.sum(), paper, rtol=1e-5)
 
@@ -123,7 +157,9 @@ def test_gram_matches_gatys_style_loss():
     for t, s in zip(MAPS_T, student):
         f_t, f_s = t.reshape(m, n).T, s.reshape(m, n).T  # (N, M)
         expected.append(np.sum((f_s @ f_s.T - f_t @ f_t.T) ** 2) / (4 * n**2 * m**2))
-    np.testing.assert_allclose(per_sample(fl.gram_matrix, MAPS_T, student), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        per_sample(fl.gram_matrix, MAPS_T, student), expected, rtol=1e-5
+    )
 
 
 def test_relational_sample_weight_weights_each_samples_share():
@@ -131,7 +167,9 @@ def test_relational_sample_weight_weights_each_samples_share():
     loss = kd.FeatureDistillation("similarity_preserving")
     values = per_sample(fl.similarity_preserving, MAPS_T, MAPS_S)
     weighted = float(loss.compute_loss(MAPS_T, MAPS_S, sample_weight=weights))
-    np.testing.assert_allclose(weighted, (values * weights).sum() / len(weights), rtol=1e-5)
+    np.testing.assert_allclose(
+        weighted, (values * weights).sum() / len(weights), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ def cnn(widths, name, counter=None, nested=False):
     inputs = keras.Input((8, 8, 1))
     h = counter(inputs) if counter is not None else inputs
     for k, width in enumerate(widths, 1):
-        h = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
-                                name=f"conv{k}")(h)
+        h = keras.layers.Conv2D(
+            width, 3, padding="same", activation="relu", name=f"conv{k}"
+        )(h)
         h = keras.layers.MaxPooling2D(name=f"block{k}_out")(h)
     if nested:
         backbone = keras.Model(inputs, h, name="backbone")
@@ -54,7 +55,9 @@ def test_auto_adapter_maps_what_the_loss_compares(student, teacher, loss, layers
     loss_object = kd.FeatureDistillation(loss)
     teacher_x = RNG.normal(size=(4, *teacher)).astype("float32")
     student_x = RNG.normal(size=(4, *student)).astype("float32")
-    value = float(loss_object.compute_loss(teacher_x, student_x))  # built lazily, eagerly
+    value = float(
+        loss_object.compute_loss(teacher_x, student_x)
+    )  # built lazily, eagerly
     assert np.isfinite(value)
     if layers is None:
         assert loss_object.adapter is None
@@ -67,7 +70,9 @@ def test_auto_adapter_maps_what_the_loss_compares(student, teacher, loss, layers
 def test_batchnorm_option_and_what_auto_cannot_map():
     adapter = adapters.build_adapter((4, 4, 3), (4, 4, 8), "shape", True, "a")
     assert [type(layer).__name__ for layer in adapter.layers] == [
-        "Conv2D", "BatchNormalization"]
+        "Conv2D",
+        "BatchNormalization",
+    ]
     with pytest.raises(ValueError, match="ranks differ.*Pass your own `adapter=`"):
         adapters.build_adapter((4, 4, 3), (10,), "shape", False, "a")
     with pytest.raises(ValueError, match="lengths differ"):
@@ -77,14 +82,19 @@ def test_batchnorm_option_and_what_auto_cannot_map():
 def test_adapter_batchnorm_only_after_a_convolution_and_never_ignored():
     dense = adapters.build_adapter((6,), (10,), "shape", False, "a")
     assert [type(layer).__name__ for layer in dense.layers] == ["Dense"]
-    with pytest.raises(ValueError, match="adapter_batchnorm=True only where.*a Dense layer"):
+    with pytest.raises(
+        ValueError, match="adapter_batchnorm=True only where.*a Dense layer"
+    ):
         adapters.build_adapter((6,), (10,), "shape", True, "a")
-    same_shapes = kd.FeatureDistillation("mse", "block1_out", "block1_out",
-                                         adapter_batchnorm=True)
+    same_shapes = kd.FeatureDistillation(
+        "mse", "block1_out", "block1_out", adapter_batchnorm=True
+    )
     with pytest.raises(ValueError, match="not needed"):
         kd.Distiller(cnn([4, 16], "teacher"), cnn([4, 8], "student"), same_shapes)
     for adapter in (None, keras.layers.Dense(3)):
-        with pytest.raises(ValueError, match="adapter_batchnorm=True only with adapter='auto'"):
+        with pytest.raises(
+            ValueError, match="adapter_batchnorm=True only with adapter='auto'"
+        ):
             kd.FeatureDistillation("mse", adapter=adapter, adapter_batchnorm=True)
 
 
@@ -95,7 +105,9 @@ def test_validation_checks_only_and_build_for_builds_the_adapter():
     assert hint.adapter is None
     hint.build_for(teacher, student)
     assert [type(layer).__name__ for layer in hint.adapter.layers] == [
-        "AveragePooling2D", "Conv2D"]
+        "AveragePooling2D",
+        "Conv2D",
+    ]
     adapter = hint.adapter
     hint.prepare(teacher, student)  # a second teacher of the same shapes
     assert hint.adapter is adapter
@@ -104,15 +116,24 @@ def test_validation_checks_only_and_build_for_builds_the_adapter():
 
 
 def test_adapter_trains_with_the_student_is_saved_and_never_in_the_student(tmp_path):
-    teacher_counter, student_counter = CallCounter(name="t_count"), CallCounter(name="s_count")
+    teacher_counter, student_counter = (
+        CallCounter(name="t_count"),
+        CallCounter(name="s_count"),
+    )
     teacher = cnn([8, 16], "teacher", teacher_counter, nested=True)
     student = cnn([4, 8], "student", student_counter)
-    hint = kd.FeatureDistillation("mse", "backbone/block2_out", "block1_out",
-                                  adapter_batchnorm=True)
+    hint = kd.FeatureDistillation(
+        "mse", "backbone/block2_out", "block1_out", adapter_batchnorm=True
+    )
     attention = kd.FeatureDistillation("attention_transfer", "block1_out", "block1_out")
-    distiller = kd.Distiller(teacher, student, [kd.LogitsDistillation(), hint, attention])
+    distiller = kd.Distiller(
+        teacher, student, [kd.LogitsDistillation(), hint, attention]
+    )
     assert [type(layer).__name__ for layer in hint.adapter.layers] == [
-        "AveragePooling2D", "Conv2D", "BatchNormalization"]  # built eagerly
+        "AveragePooling2D",
+        "Conv2D",
+        "BatchNormalization",
+    ]  # built eagerly
     assert attention.adapter is None  # attention maps ignore channels
     adapter_variables = {id(v) for v in hint.adapter.trainable_variables}
     assert adapter_variables <= {id(v) for v in distiller.trainable_variables}
@@ -131,37 +152,48 @@ def test_adapter_trains_with_the_student_is_saved_and_never_in_the_student(tmp_p
     trained_mean = hint.adapter.layers[2].moving_mean.numpy().copy()
     assert not np.allclose(moving_mean, trained_mean)  # batch norm in training mode
     logs = distiller.evaluate(X, Y, verbose=0, return_dict=True)
-    np.testing.assert_array_equal(trained_mean, hint.adapter.layers[2].moving_mean.numpy())
+    np.testing.assert_array_equal(
+        trained_mean, hint.adapter.layers[2].moving_mean.numpy()
+    )
 
     distiller.save(tmp_path / "d.keras")
-    loaded = keras.saving.load_model(tmp_path / "d.keras",
-                                     custom_objects={"CallCounter": CallCounter})
-    for original, restored in zip(hint.adapter.weights,
-                                  loaded.distillation_losses[1].adapter.weights):
+    loaded = keras.saving.load_model(
+        tmp_path / "d.keras", custom_objects={"CallCounter": CallCounter}
+    )
+    for original, restored in zip(
+        hint.adapter.weights, loaded.distillation_losses[1].adapter.weights
+    ):
         np.testing.assert_array_equal(original.numpy(), restored.numpy())
-    assert float_logs(loaded.evaluate(X, Y, verbose=0, return_dict=True)) == pytest.approx(
-        float_logs(logs))
+    assert float_logs(
+        loaded.evaluate(X, Y, verbose=0, return_dict=True)
+    ) == pytest.approx(float_logs(logs))
     assert len(student.weights) == student_weights
     student.save(tmp_path / "student.keras")
-    restored_student = keras.saving.load_model(tmp_path / "student.keras",
-                                               custom_objects={"CallCounter": CallCounter})
+    restored_student = keras.saving.load_model(
+        tmp_path / "student.keras", custom_objects={"CallCounter": CallCounter}
+    )
     assert len(restored_student.weights) == student_weights
 
 
 def test_custom_adapter_layer_is_used_and_its_shape_checked(tmp_path):
     teacher, student = cnn([8, 16], "teacher"), cnn([4, 8], "student")
-    adapter = keras.Sequential([keras.layers.Conv2D(16, 1), keras.layers.MaxPooling2D()])
+    adapter = keras.Sequential(
+        [keras.layers.Conv2D(16, 1), keras.layers.MaxPooling2D()]
+    )
     loss = kd.FeatureDistillation("mse", "block2_out", "block1_out", adapter=adapter)
     distiller = kd.Distiller(teacher, student, loss)
     assert loss.adapter is adapter and adapter.built
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
     assert isinstance(restored.adapter, keras.Sequential)
     distiller.save(tmp_path / "d.keras")
     loaded = keras.saving.load_model(tmp_path / "d.keras")
     for a, b in zip(adapter.weights, loaded.distillation_losses[0].adapter.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    wrong = kd.FeatureDistillation("mse", "block2_out", "block1_out",
-                                   adapter=keras.layers.Conv2D(16, 1))
+    wrong = kd.FeatureDistillation(
+        "mse", "block2_out", "block1_out", adapter=keras.layers.Conv2D(16, 1)
+    )
     with pytest.raises(ValueError, match=r"adapter to map.*\(4, 4, 4\).*\(4, 4, 16\)"):
         kd.Distiller(teacher, student, wrong)
 
@@ -181,8 +213,9 @@ class FeatureStudent(keras.Model):
 
 def test_subclassed_student_with_the_feature_returning_convention():
     teacher = cnn([8, 16], "teacher")
-    unbuilt = kd.Distiller(teacher, FeatureStudent(),
-                           kd.FeatureDistillation("mse", "conv1", "conv"))
+    unbuilt = kd.Distiller(
+        teacher, FeatureStudent(), kd.FeatureDistillation("mse", "conv1", "conv")
+    )
     unbuilt.compile("adam", SPARSE_CE)
     if BACKEND == "torch":
         # Keras's PyTorch trainer builds the loss eagerly on a batch before
@@ -190,7 +223,9 @@ def test_subclassed_student_with_the_feature_returning_convention():
         unbuilt.fit(X, Y, epochs=1, verbose=0)
         assert unbuilt.distillation_losses[0].adapter.trainable_weights
     else:
-        with pytest.raises(ValueError, match="Call the teacher and the student on a batch"):
+        with pytest.raises(
+            ValueError, match="Call the teacher and the student on a batch"
+        ):
             unbuilt.fit(X, Y, epochs=1, verbose=0)
     student = FeatureStudent()
     student(X[:1])
@@ -205,12 +240,16 @@ def test_subclassed_student_with_the_feature_returning_convention():
 def test_feature_distillation_config_round_trip():
     for loss in [
         kd.FeatureDistillation("pkt", "a", "b", adapter=None),
-        kd.FeatureDistillation("rkd_angle", "backbone/a", "b", adapter="auto",
-                               adapter_batchnorm=True),
-        kd.FeatureDistillation(keras.losses.Huber(), "a", "b", adapter=keras.layers.Dense(3)),
+        kd.FeatureDistillation(
+            "rkd_angle", "backbone/a", "b", adapter="auto", adapter_batchnorm=True
+        ),
+        kd.FeatureDistillation(
+            keras.losses.Huber(), "a", "b", adapter=keras.layers.Dense(3)
+        ),
     ]:
         restored = keras.saving.deserialize_keras_object(
-            keras.saving.serialize_keras_object(loss))
+            keras.saving.serialize_keras_object(loss)
+        )
         assert type(restored) is kd.FeatureDistillation
         assert restored.get_config() == loss.get_config()
 
@@ -218,20 +257,51 @@ def test_feature_distillation_config_round_trip():
 @pytest.mark.parametrize(
     "loss, error, match",
     [
-        (lambda: kd.FeatureDistillation("mse", "block2_out", "block1_out", adapter=None),
-         ValueError, r"same shape with adapter=None.*\(2, 2, 16\).*\(4, 4, 4\).*adapter='auto'"),
-        (lambda: kd.FeatureDistillation("attention_transfer", "block2_out", "block1_out", adapter=None),
-         ValueError, "same positions"),
-        (lambda: kd.FeatureDistillation("mse", "block2_ot", "block1_out"),
-         ValueError, r"Did you mean \['block2_out'"),
-        (lambda: kd.FeatureDistillation("mse", None, "block1_out"),
-         ValueError, "ranks differ"),
-        (lambda: kd.FeatureDistillation("mse", "block1_out", "block1_out", adapter="linear"),
-         TypeError, "adapter"),
-        (lambda: kd.FeatureDistillation("no_such_loss"), ValueError, "similarity_preserving"),
+        (
+            lambda: kd.FeatureDistillation(
+                "mse", "block2_out", "block1_out", adapter=None
+            ),
+            ValueError,
+            r"same shape with adapter=None.*\(2, 2, 16\).*\(4, 4, 4\).*adapter='auto'",
+        ),
+        (
+            lambda: kd.FeatureDistillation(
+                "attention_transfer", "block2_out", "block1_out", adapter=None
+            ),
+            ValueError,
+            "same positions",
+        ),
+        (
+            lambda: kd.FeatureDistillation("mse", "block2_ot", "block1_out"),
+            ValueError,
+            r"Did you mean \['block2_out'",
+        ),
+        (
+            lambda: kd.FeatureDistillation("mse", None, "block1_out"),
+            ValueError,
+            "ranks differ",
+        ),
+        (
+            lambda: kd.FeatureDistillation(
+                "mse", "block1_out", "block1_out", adapter="linear"
+            ),
+            TypeError,
+            "adapter",
+        ),
+        (
+            lambda: kd.FeatureDistillation("no_such_loss"),
+            ValueError,
+            "similarity_preserving",
+        ),
     ],
-    ids=["no-adapter", "no-adapter-attention", "unknown-name", "rank", "bad-adapter",
-         "bad-loss"],
+    ids=[
+        "no-adapter",
+        "no-adapter-attention",
+        "unknown-name",
+        "rank",
+        "bad-adapter",
+        "bad-loss",
+    ],
 )
 def test_bad_input_raises_before_training(loss, error, match):
     with pytest.raises(error, match=match):
@@ -239,11 +309,17 @@ def test_bad_input_raises_before_training(loss, error, match):
 
 
 def test_relational_losses_refuse_a_batch_of_one_in_fit():
-    relational = [kd.FeatureDistillation(name, "block2_out", "block1_out")
-                  for name in ("similarity_preserving", "rkd_distance", "rkd_angle")]
-    distiller = kd.Distiller(cnn([8, 16], "teacher"), cnn([4, 8], "student"),
-                             [kd.LogitsDistillation(), *relational])
+    relational = [
+        kd.FeatureDistillation(name, "block2_out", "block1_out")
+        for name in ("similarity_preserving", "rkd_distance", "rkd_angle")
+    ]
+    distiller = kd.Distiller(
+        cnn([8, 16], "teacher"),
+        cnn([4, 8], "student"),
+        [kd.LogitsDistillation(), *relational],
+    )
     distiller.compile("adam", SPARSE_CE, jit_compile=False)
-    with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
-                       match="needs a batch of at least"):
+    with pytest.raises(
+        (ValueError, tf.errors.InvalidArgumentError), match="needs a batch of at least"
+    ):
         distiller.fit(X[:5], Y[:5], batch_size=4, epochs=1, verbose=0)  # 4 + 1

@@ -57,7 +57,9 @@ def test_import_does_not_import_tensorflow(backend):
         # CI checks each backend in its own run (and both on TensorFlow).
         pytest.skip(f"checked when KERAS_BACKEND={backend}")
     if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed: pip install 'kerasdistill[{backend}]'")
+        pytest.skip(
+            f"{backend} is not installed: pip install 'kerasdistill[{backend}]'"
+        )
     env = dict(os.environ, KERAS_BACKEND=backend)
     run = subprocess.run(
         [sys.executable, "-c", PROBE],

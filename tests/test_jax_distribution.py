@@ -113,13 +113,18 @@ def runs():
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONPATH=os.pathsep.join(
-            [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            [ROOT]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         ),
     )
     try:
         done = subprocess.run(
-            [sys.executable, "-c", BODY], env=env, cwd=ROOT, capture_output=True,
-            text=True, timeout=TIMEOUT_S,
+            [sys.executable, "-c", BODY],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"The 2-device run took over {TIMEOUT_S} s: {error}")
@@ -128,7 +133,7 @@ def runs():
         f"The 2-device run failed (exit {done.returncode}):\n"
         f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     )
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_data_parallel_on_two_devices_matches_one_device(runs):

@@ -49,9 +49,7 @@ def _rewrite(source, path):
     lines = source.splitlines(keepends=True)
     module = ast.parse(source, filename=str(path))
     for node in ast.walk(module):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-            PREFIX
-        ):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PREFIX):
             names = ", ".join(
                 a.name if a.asname is None else f"{a.name} as {a.asname}"
                 for a in node.names
@@ -72,8 +70,7 @@ def _rewrite(source, path):
         elif isinstance(node, ast.Attribute) and node.attr == "distillation":
             named = [ast.unparse(node)]
         if named and any(
-            n.startswith(PREFIX) or n.startswith("keras.distillation")
-            for n in named
+            n.startswith(PREFIX) or n.startswith("keras.distillation") for n in named
         ):
             raise RuntimeError(
                 f"{path}:{node.lineno} still uses keras.distillation after the "
@@ -151,8 +148,10 @@ def test_every_keras_test_is_collected(request):
         assert sorted(loader.getTestCaseNames(cls)) == sorted(EXPECTED_TESTS[name])
     assert sum(map(len, EXPECTED_TESTS.values())) > 0
     options = request.config.option
-    if options.keyword or options.markexpr or any(
-        "::" in arg for arg in request.config.args
+    if (
+        options.keyword
+        or options.markexpr
+        or any("::" in arg for arg in request.config.args)
     ):
         return  # Only some tests were asked for.
     collected = set()

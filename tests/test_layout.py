@@ -13,12 +13,32 @@ PACKAGE = pathlib.Path(kd.__file__).parent
 MODULES = sorted(PACKAGE.rglob("*.py"))
 # The flat API of v0.1.0 (its `__all__`); the current one may only grow.
 V0_1_0_API = [
-    "BornAgainResult", "DIST", "DKD", "DeepSupervision", "DifficultyWeighted",
-    "DistillationLoss", "Distiller", "ExportReport", "FeatureDistillation",
-    "LogitsDistillation", "MutualLearning", "RegressionDistillation",
-    "SelfDistiller", "born_again", "cache", "cache_teacher_outputs",
-    "callbacks", "export_student", "feature_losses", "format_report",
-    "logit_losses", "losses", "recipes", "report", "schedules", "tfds_data",
+    "BornAgainResult",
+    "DIST",
+    "DKD",
+    "DeepSupervision",
+    "DifficultyWeighted",
+    "DistillationLoss",
+    "Distiller",
+    "ExportReport",
+    "FeatureDistillation",
+    "LogitsDistillation",
+    "MutualLearning",
+    "RegressionDistillation",
+    "SelfDistiller",
+    "born_again",
+    "cache",
+    "cache_teacher_outputs",
+    "callbacks",
+    "export_student",
+    "feature_losses",
+    "format_report",
+    "logit_losses",
+    "losses",
+    "recipes",
+    "report",
+    "schedules",
+    "tfds_data",
 ]
 
 
@@ -35,10 +55,15 @@ def test_no_module_over_600_lines(path):
 @pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_private_keras_only_in_keras_internals(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names]
-    imported += [node.module or "" for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom)]
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    imported += [
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    ]
     private = [name for name in imported if name.startswith("keras.src")]
     if path.name == "_keras_internals.py":
         return
@@ -52,12 +77,19 @@ def test_each_subpackage_names_its_modules():
     """Each subpackage's docstring is its map: it names every module in it."""
     subpackages = sorted(p.parent for p in PACKAGE.glob("*/__init__.py"))
     assert {p.name for p in subpackages} >= {
-        "data", "deploy", "losses", "schedules", "self_distillation"
+        "data",
+        "deploy",
+        "losses",
+        "schedules",
+        "self_distillation",
     }
     for folder in subpackages:
         doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
-        unnamed = [m.stem for m in folder.glob("*.py")
-                   if m.stem != "__init__" and f"`{m.stem}`" not in (doc or "")]
+        unnamed = [
+            m.stem
+            for m in folder.glob("*.py")
+            if m.stem != "__init__" and f"`{m.stem}`" not in (doc or "")
+        ]
         assert not unnamed, f"kerasdistill.{folder.name}'s docstring omits {unnamed}"
 
 

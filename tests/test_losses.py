@@ -167,7 +167,9 @@ def test_custom_loss_subclass():
 @pytest.mark.parametrize(
     "loss",
     [
-        kd.LogitsDistillation(temperature=2.5, loss="soft_cross_entropy", from_logits=False),
+        kd.LogitsDistillation(
+            temperature=2.5, loss="soft_cross_entropy", from_logits=False
+        ),
         kd.RegressionDistillation("teacher_bounded", margin=0.2),
         kd.FeatureDistillation("cosine_similarity", "a", "b"),
         kd.FeatureDistillation(keras.losses.MeanAbsoluteError(), "a", "b"),
@@ -198,12 +200,21 @@ def test_get_config_round_trip(loss):
         (lambda: kd.LogitsDistillation(loss="mse"), ValueError, "kl_divergence"),
         (lambda: kd.LogitsDistillation(loss=[None]), ValueError, "non-None"),
         (lambda: kd.RegressionDistillation("l3"), ValueError, "teacher_bounded"),
-        (lambda: kd.RegressionDistillation("teacher_bounded", margin=-1), ValueError,
-         "margin >= 0"),
-        (lambda: kd.RegressionDistillation("mse", delta=2.0), ValueError,
-         "`delta` only with loss='huber'"),
-        (lambda: kd.RegressionDistillation("huber", margin=0.1), ValueError,
-         "`margin` only with loss='teacher_bounded'"),
+        (
+            lambda: kd.RegressionDistillation("teacher_bounded", margin=-1),
+            ValueError,
+            "margin >= 0",
+        ),
+        (
+            lambda: kd.RegressionDistillation("mse", delta=2.0),
+            ValueError,
+            "`delta` only with loss='huber'",
+        ),
+        (
+            lambda: kd.RegressionDistillation("huber", margin=0.1),
+            ValueError,
+            "`margin` only with loss='teacher_bounded'",
+        ),
         (lambda: kd.FeatureDistillation("no_such_loss"), ValueError, "no_such_loss"),
     ],
 )
@@ -231,5 +242,7 @@ def test_call_returning_one_value_per_batch():
     loss = MeanGap()
     got = float(loss.compute_loss(TEACHER, STUDENT))
     np.testing.assert_allclose(got, np.abs(TEACHER - STUDENT).mean(), rtol=1e-6)
-    with pytest.raises(ValueError, match=r"one loss value per sample, shape \(batch,\)"):
+    with pytest.raises(
+        ValueError, match=r"one loss value per sample, shape \(batch,\)"
+    ):
         loss.compute_loss(TEACHER, STUDENT, sample_weight=np.ones(5, "float32"))

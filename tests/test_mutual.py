@@ -38,7 +38,9 @@ def three_peers(widths=(4, 8, 16)):
 def test_loss_matches_dml_formula_and_metrics_are_per_model(classification_data):
     x, y = classification_data
     models = three_peers()
-    mutual = kd.MutualLearning(models, kd.LogitsDistillation(1.0), student_loss_weight=0.4)
+    mutual = kd.MutualLearning(
+        models, kd.LogitsDistillation(1.0), student_loss_weight=0.4
+    )
     mutual.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=EAGER)
     logs = mutual.evaluate(x, y, verbose=0, return_dict=True)
     outputs = [as_numpy(m(x)) for m in models]
@@ -48,7 +50,9 @@ def test_loss_matches_dml_formula_and_metrics_are_per_model(classification_data)
         peers = np.mean([np_kl(outputs[j], output).mean() for j in range(3) if j != k])
         expected = 0.4 * cross_entropy + 0.6 * peers
         assert logs[f"net_{k}_loss"] == pytest.approx(expected, rel=1e-5)
-        assert logs[f"net_{k}_accuracy"] == pytest.approx(np.mean(output.argmax(-1) == y))
+        assert logs[f"net_{k}_accuracy"] == pytest.approx(
+            np.mean(output.argmax(-1) == y)
+        )
         total += expected
     assert logs["loss"] == pytest.approx(total, rel=1e-5)
     predictions = mutual.predict(x, verbose=0)
@@ -64,16 +68,27 @@ def test_each_model_follows_the_gradient_of_its_own_loss(classification_data):
 
     def own_loss(k):
         outputs = [m(x, training=True) for m in models]
-        peers = [loss.compute_loss(keras.ops.stop_gradient(outputs[j]), outputs[k])
-                 for j in range(3) if j != k]
-        return 0.5 * SPARSE_CE(y, outputs[k]) + 0.5 * keras.ops.mean(keras.ops.stack(peers))
+        peers = [
+            loss.compute_loss(keras.ops.stop_gradient(outputs[j]), outputs[k])
+            for j in range(3)
+            if j != k
+        ]
+        return 0.5 * SPARSE_CE(y, outputs[k]) + 0.5 * keras.ops.mean(
+            keras.ops.stack(peers)
+        )
 
-    total_gradients = gradients(lambda: mutual.compute_loss(x, y), mutual.trainable_weights)
+    total_gradients = gradients(
+        lambda: mutual.compute_loss(x, y), mutual.trainable_weights
+    )
     by_weight = {id(w): g for w, g in zip(mutual.trainable_weights, total_gradients)}
     for k, model in enumerate(models):
         weights = model.trainable_weights
-        for weight, expected in zip(weights, gradients(lambda k=k: own_loss(k), weights)):
-            np.testing.assert_allclose(by_weight[id(weight)], expected, rtol=1e-4, atol=1e-7)
+        for weight, expected in zip(
+            weights, gradients(lambda k=k: own_loss(k), weights)
+        ):
+            np.testing.assert_allclose(
+                by_weight[id(weight)], expected, rtol=1e-4, atol=1e-7
+            )
 
 
 def counted_peer(width, name):
@@ -119,15 +134,22 @@ def test_fit_trains_every_model_and_regression_works(regression_data):
     for name in ("a", "b"):
         assert history[f"{name}_mae"][-1] < history[f"{name}_mae"][0]
     for model, weights in zip(models, before):
-        assert any(not np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+        assert any(
+            not np.array_equal(a, b) for a, b in zip(weights, model.get_weights())
+        )
 
 
 def test_config_and_keras_file_round_trip(tmp_path, classification_data):
     x, y = classification_data
-    mutual = kd.MutualLearning(three_peers((4, 4)), kd.LogitsDistillation(2.0),
-                               student_loss_weight=0.7)
-    mutual.compile("adam", SPARSE_CE, metrics=[keras.metrics.SparseCategoricalAccuracy()],
-                   run_eagerly=EAGER)
+    mutual = kd.MutualLearning(
+        three_peers((4, 4)), kd.LogitsDistillation(2.0), student_loss_weight=0.7
+    )
+    mutual.compile(
+        "adam",
+        SPARSE_CE,
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        run_eagerly=EAGER,
+    )
     mutual.fit(x, y, epochs=1, verbose=0)
     config = mutual.get_config()
     assert kd.MutualLearning.from_config(config).get_config() == config
@@ -144,30 +166,70 @@ def test_config_and_keras_file_round_trip(tmp_path, classification_data):
 @pytest.mark.parametrize(
     "build, error, match",
     [
-        (lambda: kd.MutualLearning([make_classifier(4)], kd.LogitsDistillation()),
-         ValueError, "two or more"),
-        (lambda: kd.MutualLearning(make_classifier(4), kd.LogitsDistillation()),
-         ValueError, "two or more"),
-        (lambda: kd.MutualLearning([make_classifier(4), "net"], kd.LogitsDistillation()),
-         TypeError, "keras.Model"),
-        (lambda: kd.MutualLearning([make_classifier(4), make_classifier(8)],
-                                   kd.LogitsDistillation()),
-         ValueError, "distinct names"),
-        (lambda: kd.MutualLearning([make_classifier(4, name="a"),
-                                    make_classifier(4, name="b", features=7)],
-                                   kd.LogitsDistillation()),
-         ValueError, "same inputs"),
-        (lambda: kd.MutualLearning([make_classifier(4, name="a"),
-                                    make_classifier(4, name="b", classes=5)],
-                                   kd.LogitsDistillation()),
-         ValueError, "same number of classes"),
-        (lambda: kd.MutualLearning(three_peers(), kd.LogitsDistillation(),
-                                   student_loss_weight=1.5),
-         ValueError, r"in \[0, 1\]"),
-        (lambda: kd.MutualLearning(three_peers(), kd.FeatureDistillation("mse", "x", "x")),
-         ValueError, "cannot tap a layer"),
-        (lambda: kd.MutualLearning(three_peers(), kd.LogitsDistillation()).compile("adam"),
-         ValueError, "without `loss`"),
+        (
+            lambda: kd.MutualLearning([make_classifier(4)], kd.LogitsDistillation()),
+            ValueError,
+            "two or more",
+        ),
+        (
+            lambda: kd.MutualLearning(make_classifier(4), kd.LogitsDistillation()),
+            ValueError,
+            "two or more",
+        ),
+        (
+            lambda: kd.MutualLearning(
+                [make_classifier(4), "net"], kd.LogitsDistillation()
+            ),
+            TypeError,
+            "keras.Model",
+        ),
+        (
+            lambda: kd.MutualLearning(
+                [make_classifier(4), make_classifier(8)], kd.LogitsDistillation()
+            ),
+            ValueError,
+            "distinct names",
+        ),
+        (
+            lambda: kd.MutualLearning(
+                [
+                    make_classifier(4, name="a"),
+                    make_classifier(4, name="b", features=7),
+                ],
+                kd.LogitsDistillation(),
+            ),
+            ValueError,
+            "same inputs",
+        ),
+        (
+            lambda: kd.MutualLearning(
+                [make_classifier(4, name="a"), make_classifier(4, name="b", classes=5)],
+                kd.LogitsDistillation(),
+            ),
+            ValueError,
+            "same number of classes",
+        ),
+        (
+            lambda: kd.MutualLearning(
+                three_peers(), kd.LogitsDistillation(), student_loss_weight=1.5
+            ),
+            ValueError,
+            r"in \[0, 1\]",
+        ),
+        (
+            lambda: kd.MutualLearning(
+                three_peers(), kd.FeatureDistillation("mse", "x", "x")
+            ),
+            ValueError,
+            "cannot tap a layer",
+        ),
+        (
+            lambda: kd.MutualLearning(three_peers(), kd.LogitsDistillation()).compile(
+                "adam"
+            ),
+            ValueError,
+            "without `loss`",
+        ),
     ],
 )
 def test_bad_input_raises(build, error, match):
@@ -179,7 +241,9 @@ def test_labels_are_required(classification_data):
     x, _ = classification_data
     mutual = kd.MutualLearning(three_peers(), kd.LogitsDistillation())
     mutual.compile("adam", SPARSE_CE, run_eagerly=EAGER)
-    with pytest.raises(ValueError, match="Expected batches with labels.*learns from labels"):
+    with pytest.raises(
+        ValueError, match="Expected batches with labels.*learns from labels"
+    ):
         mutual.fit(x, verbose=0)
     with pytest.raises(ValueError, match="Expected `y_pred` to be the dict"):
         mutual.compute_loss(x, np.zeros(len(x)), y_pred=mutual(x)["net_0"])

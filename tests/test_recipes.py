@@ -51,11 +51,16 @@ def test_dkd_warmup_matches_the_official_formula():
     [
         (lambda: kd.recipes.progressive_temperature(factor=2.0), r"factor in \(0, 1\]"),
         (lambda: kd.recipes.progressive_temperature(floor=0.0), "floor > 0"),
-        (lambda: kd.recipes.progressive_temperature(start=0.5, floor=1.0),
-         r"start >= floor.*Received: start=0.5, floor=1.0"),
+        (
+            lambda: kd.recipes.progressive_temperature(start=0.5, floor=1.0),
+            r"start >= floor.*Received: start=0.5, floor=1.0",
+        ),
         (lambda: kd.recipes.alpha_ramp(10, start=1.2), r"start in \[0, 1\]"),
         (lambda: kd.recipes.alpha_ramp(0), "epochs >= 1. Received: epochs=0"),
-        (lambda: kd.recipes.dkd_warmup(0), "warmup_epochs >= 1. Received: warmup_epochs=0"),
+        (
+            lambda: kd.recipes.dkd_warmup(0),
+            "warmup_epochs >= 1. Received: warmup_epochs=0",
+        ),
         (lambda: kd.recipes.dkd_warmup(5, weight=-1.0), "weight >= 0"),
     ],
 )

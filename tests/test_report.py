@@ -49,7 +49,9 @@ def digits(tmp_path_factory):
     teacher = fitted(mlp(64, 64, 10, seed=0), x_train, y_train, loss)
     baseline = fitted(mlp(64, 8, 10, seed=1), x_train, y_train, loss)
     student = mlp(64, 8, 10, seed=1)
-    distiller = kd.Distiller(teacher, student, kd.LogitsDistillation(3.0), student_loss_weight=0.8)
+    distiller = kd.Distiller(
+        teacher, student, kd.LogitsDistillation(3.0), student_loss_weight=0.8
+    )
     distiller.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
     alphas = [0.8, 0.6, 0.4, 0.2]
     anneal = keras.callbacks.LambdaCallback(
@@ -58,13 +60,23 @@ def digits(tmp_path_factory):
         )
     )
     history = distiller.fit(
-        x_train, y_train, epochs=EPOCHS, batch_size=32, verbose=0,
-        validation_data=(x_test, y_test), callbacks=[anneal],
+        x_train,
+        y_train,
+        epochs=EPOCHS,
+        batch_size=32,
+        verbose=0,
+        validation_data=(x_test, y_test),
+        callbacks=[anneal],
     )
     folder = str(tmp_path_factory.mktemp("classification"))
     figures = kd.report(
-        teacher, student, (x_test, y_test), baseline=baseline,
-        history=history, path=folder, latency_runs=5,
+        teacher,
+        student,
+        (x_test, y_test),
+        baseline=baseline,
+        history=history,
+        path=folder,
+        latency_runs=5,
     )
     models = {"teacher": teacher, "baseline": baseline, "student": student}
     return dict(figures=figures, models=models, x=x_test, y=y_test, history=history)
@@ -83,7 +95,11 @@ def friedman(tmp_path_factory):
     baseline = fitted(mlp(10, 4, 1, seed=1), x_train, y_train, "mse")
     folder = str(tmp_path_factory.mktemp("regression"))
     figures = kd.report(
-        teacher, student, (x_test, y_test), baseline=baseline, path=folder,
+        teacher,
+        student,
+        (x_test, y_test),
+        baseline=baseline,
+        path=folder,
         latency_runs=3,
     )
     models = {"teacher": teacher, "baseline": baseline, "student": student}
@@ -109,9 +125,12 @@ def test_classification_figures_match_independent_values(digits):
     for name, model in digits["models"].items():
         logits = predict(model, x)
         values = figures["models"][name]
-        np.testing.assert_allclose(values["accuracy"], np.mean(np.argmax(logits, -1) == y))
         np.testing.assert_allclose(
-            values["mean_confidence"], np.mean(np.max(softmax(logits, axis=-1), -1)),
+            values["accuracy"], np.mean(np.argmax(logits, -1) == y)
+        )
+        np.testing.assert_allclose(
+            values["mean_confidence"],
+            np.mean(np.max(softmax(logits, axis=-1), -1)),
             rtol=1e-5,
         )
         assert values["params"] == count_params(model)
@@ -124,10 +143,18 @@ def test_classification_figures_match_independent_values(digits):
             )
     teacher, student = figures["models"]["teacher"], figures["models"]["student"]
     versus = figures["student_vs_teacher"]
-    np.testing.assert_allclose(versus["param_ratio"], teacher["params"] / student["params"])
-    np.testing.assert_allclose(versus["size_ratio"], teacher["size_bytes"] / student["size_bytes"])
-    np.testing.assert_allclose(versus["speedup"], teacher["latency_ms"] / student["latency_ms"])
-    np.testing.assert_allclose(versus["metric_delta"], student["accuracy"] - teacher["accuracy"])
+    np.testing.assert_allclose(
+        versus["param_ratio"], teacher["params"] / student["params"]
+    )
+    np.testing.assert_allclose(
+        versus["size_ratio"], teacher["size_bytes"] / student["size_bytes"]
+    )
+    np.testing.assert_allclose(
+        versus["speedup"], teacher["latency_ms"] / student["latency_ms"]
+    )
+    np.testing.assert_allclose(
+        versus["metric_delta"], student["accuracy"] - teacher["accuracy"]
+    )
     np.testing.assert_allclose(
         figures["student_vs_baseline"]["metric_delta"],
         student["accuracy"] - figures["models"]["baseline"]["accuracy"],
@@ -165,7 +192,9 @@ def test_unsavable_model_is_measured_by_its_weights_with_a_warning(tmp_path):
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     y = np.arange(32) % 3
     teacher = Subclassed(16)
-    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     teacher.fit(x, y, epochs=1, verbose=0)  # builds an Adam optimizer
     student = mlp(4, 2, 3, seed=0)
     with pytest.warns(UserWarning, match="teacher as a .keras file .*get_config"):
@@ -232,7 +261,14 @@ def test_format_report_renders_one_row_per_model(digits):
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("model"))
     assert header.split() == [
-        "model", "params", "size", "(KB)", "latency", "(ms)", "accuracy", "agreement"
+        "model",
+        "params",
+        "size",
+        "(KB)",
+        "latency",
+        "(ms)",
+        "accuracy",
+        "agreement",
     ]
     for name, values in figures["models"].items():
         row = next(line for line in lines if line.startswith(name + " ")).split()
@@ -240,7 +276,9 @@ def test_format_report_renders_one_row_per_model(digits):
         assert row[2] == f"{values['size_bytes'] / 1024:.1f}"
         assert row[4] == f"{values['accuracy']:.3f}"
         assert row[5] == ("-" if name == "teacher" else f"{values['agreement']:.3f}")
-    assert f"{figures['student_vs_teacher']['param_ratio']:.1f}x fewer parameters" in text
+    assert (
+        f"{figures['student_vs_teacher']['param_ratio']:.1f}x fewer parameters" in text
+    )
     assert "alpha 0.8 -> 0.2 (scheduled)" in text
     assert "temperature 3 (constant)" in text
 
@@ -252,7 +290,9 @@ def test_training_summary_and_curves_follow_the_history(digits):
     np.testing.assert_allclose(summary["scheduled"]["alpha"], [0.8, 0.2], rtol=1e-6)
     assert list(summary["scheduled"]) == ["alpha"]
     np.testing.assert_allclose(summary["constant"]["temperature"], 3.0)
-    np.testing.assert_allclose(summary["final"]["val_accuracy"], logs["val_accuracy"][-1])
+    np.testing.assert_allclose(
+        summary["final"]["val_accuracy"], logs["val_accuracy"][-1]
+    )
 
     figure = plots.training_curves(plots.history_dict(digits["history"]))
     loss_axes, alpha_axes, metric_axes = figure.axes
@@ -265,7 +305,9 @@ def test_training_summary_and_curves_follow_the_history(digits):
     np.testing.assert_allclose(alpha_line.get_ydata(), [0.8, 0.6, 0.4, 0.2], rtol=1e-6)
     metric_lines = {line.get_label(): line for line in metric_axes.get_lines()}
     assert set(metric_lines) == {"accuracy", "val_accuracy"}
-    np.testing.assert_allclose(metric_lines["val_accuracy"].get_ydata(), logs["val_accuracy"])
+    np.testing.assert_allclose(
+        metric_lines["val_accuracy"].get_ydata(), logs["val_accuracy"]
+    )
 
 
 def test_training_curves_space_sparse_validation_and_skip_constant_schedules():
@@ -300,18 +342,22 @@ def test_regression_models_get_regression_metrics(friedman):
         values = figures["models"][name]
         assert "accuracy" not in values and "mean_confidence" not in values
         prediction = predict(model, x)[:, 0]
-        np.testing.assert_allclose(values["mae"], mean_absolute_error(y, prediction), rtol=1e-5)
+        np.testing.assert_allclose(
+            values["mae"], mean_absolute_error(y, prediction), rtol=1e-5
+        )
         np.testing.assert_allclose(
             values["rmse"], np.sqrt(mean_squared_error(y, prediction)), rtol=1e-5
         )
         if name != "teacher":
             np.testing.assert_allclose(
                 values["rmse_to_teacher"],
-                np.sqrt(mean_squared_error(teacher, prediction)), rtol=1e-5,
+                np.sqrt(mean_squared_error(teacher, prediction)),
+                rtol=1e-5,
             )
     student, baseline = figures["models"]["student"], figures["models"]["baseline"]
     np.testing.assert_allclose(
-        figures["student_vs_baseline"]["metric_delta"], student["rmse"] - baseline["rmse"]
+        figures["student_vs_baseline"]["metric_delta"],
+        student["rmse"] - baseline["rmse"],
     )
     folder = os.path.dirname(figures["files"]["markdown"])
     pngs = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
@@ -333,7 +379,9 @@ def test_dataset_gives_the_figures_of_the_arrays(digits):
     for name in ("teacher", "student"):
         expected = digits["figures"]["models"][name]
         for key in ("accuracy", "mean_confidence", "params", "size_bytes"):
-            np.testing.assert_allclose(figures["models"][name][key], expected[key], rtol=1e-5)
+            np.testing.assert_allclose(
+                figures["models"][name][key], expected[key], rtol=1e-5
+            )
     assert "baseline" not in figures["models"] and "student_vs_baseline" not in figures
     assert "files" not in figures and "training" not in figures
 
@@ -370,10 +418,15 @@ def test_single_output_is_regression_unless_told_classification(activation, thre
     assert kd.report(teacher, student, (x, y), latency_runs=1)["task"] == "regression"
     figures = kd.report(teacher, student, (x, y), task="classification", latency_runs=1)
     assert figures["task"] == "classification"
-    outputs = {"teacher": predict(teacher, x)[:, 0], "student": predict(student, x)[:, 0]}
+    outputs = {
+        "teacher": predict(teacher, x)[:, 0],
+        "student": predict(student, x)[:, 0],
+    }
     for name, output in outputs.items():
         values = figures["models"][name]
-        np.testing.assert_allclose(values["accuracy"], np.mean((output > threshold) == y))
+        np.testing.assert_allclose(
+            values["accuracy"], np.mean((output > threshold) == y)
+        )
         p = output if activation == "sigmoid" else expit(output)
         np.testing.assert_allclose(
             values["mean_confidence"], np.mean(np.maximum(p, 1 - p)), rtol=1e-5
@@ -392,11 +445,13 @@ def test_softmax_outputs_are_read_as_probabilities():
     figures = kd.report(teacher, student, (x, y), latency_runs=1)
     np.testing.assert_allclose(
         figures["models"]["teacher"]["mean_confidence"],
-        np.mean(np.max(predict(teacher, x), axis=-1)), rtol=1e-5,
+        np.mean(np.max(predict(teacher, x), axis=-1)),
+        rtol=1e-5,
     )
     np.testing.assert_allclose(
         figures["models"]["student"]["mean_confidence"],
-        np.mean(np.max(softmax(predict(student, x), axis=-1), axis=-1)), rtol=1e-5,
+        np.mean(np.max(softmax(predict(student, x), axis=-1), axis=-1)),
+        rtol=1e-5,
     )
 
 
@@ -451,27 +506,37 @@ def test_backend_tensors_give_the_figures_of_the_arrays(digits):
     for name in ("teacher", "student"):
         expected = digits["figures"]["models"][name]
         for key in ("accuracy", "mean_confidence", "params"):
-            np.testing.assert_allclose(figures["models"][name][key], expected[key], rtol=1e-5)
+            np.testing.assert_allclose(
+                figures["models"][name][key], expected[key], rtol=1e-5
+            )
 
 
 def test_total_loss_is_a_loss_drawn_only_when_it_differs():
     """keras.distillation's dialect logs `total_loss` beside `loss`; it is
     not a metric, and a copy of `loss` is not drawn twice."""
     logs = {
-        "loss": [3.0, 2.0], "total_loss": [3.0, 2.0], "val_loss": [2.5, 1.5],
-        "val_total_loss": [2.5, 1.5], "accuracy": [0.5, 0.7],
-        "alpha": [0.8, 0.2], "val_alpha": [0.8, 0.2],
+        "loss": [3.0, 2.0],
+        "total_loss": [3.0, 2.0],
+        "val_loss": [2.5, 1.5],
+        "val_total_loss": [2.5, 1.5],
+        "accuracy": [0.5, 0.7],
+        "alpha": [0.8, 0.2],
+        "val_alpha": [0.8, 0.2],
     }
     figure = plots.training_curves(logs)
     loss_axes, alpha_axes, metric_axes = figure.axes
     assert {line.get_label() for line in loss_axes.get_lines()} == {"loss", "val_loss"}
     assert {line.get_label() for line in metric_axes.get_lines()} == {"accuracy"}
-    assert [line.get_label() for line in alpha_axes.get_lines()] == ["alpha (right axis)"]
+    assert [line.get_label() for line in alpha_axes.get_lines()] == [
+        "alpha (right axis)"
+    ]
     assert list(plots.training_summary(logs)["scheduled"]) == ["alpha"]
     logs["total_loss"] = [4.0, 3.0]
     loss_axes = plots.training_curves(logs).axes[0]
     assert {line.get_label() for line in loss_axes.get_lines()} == {
-        "loss", "val_loss", "total_loss"
+        "loss",
+        "val_loss",
+        "total_loss",
     }
 
 
@@ -483,7 +548,9 @@ def test_modules_do_not_import_tensorflow_at_import_time():
         with open(module.__file__, encoding="utf-8") as file:
             body = ast.parse(file.read()).body
         names = [
-            alias.name for node in body if isinstance(node, ast.Import)
+            alias.name
+            for node in body
+            if isinstance(node, ast.Import)
             for alias in node.names
         ] + [node.module for node in body if isinstance(node, ast.ImportFrom)]
         assert not [n for n in names if n and n.split(".")[0] == "tensorflow"], module

@@ -33,9 +33,15 @@ def test_a_v0_1_0_file_loads_with_the_same_outputs(name):
     model = keras.saving.load_model(FIXTURES / f"{name}.keras")
     assert isinstance(model, kd.Distiller)
     np.testing.assert_allclose(
-        model.predict(x, verbose=0), np.load(FIXTURES / f"{name}.npy"),
-        rtol=1e-5, atol=1e-6,
+        model.predict(x, verbose=0),
+        np.load(FIXTURES / f"{name}.npy"),
+        rtol=1e-5,
+        atol=1e-6,
     )
-    y = (x[:, 0] - 2 * x[:, 1]) if name == "distiller_regression" else np.argmax(x[:, :3], 1)
+    y = (
+        (x[:, 0] - 2 * x[:, 1])
+        if name == "distiller_regression"
+        else np.argmax(x[:, :3], 1)
+    )
     history = model.fit(x, y, epochs=1, verbose=0).history  # compiled from the file
     assert np.isfinite(history["loss"][0])

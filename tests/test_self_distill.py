@@ -30,7 +30,9 @@ def value_and_gradient_norm(fn, variables):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return fn()
 
-    value, gradients = value_and_gradients(with_values, *[as_numpy(v) for v in variables])
+    value, gradients = value_and_gradients(
+        with_values, *[as_numpy(v) for v in variables]
+    )
     norm = np.sqrt(sum(np.sum(np.square(g)) for g in gradients if g is not None))
     return float(value), float(norm)
 
@@ -86,7 +88,9 @@ def test_teacher_is_another_state_loss_and_gradient_are_not_zero(
         distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)  # first refresh
     assert distiller.teacher_ready
     # The teacher holds the current state: this would be the trap.
-    same_state_loss, same_state_gradient = distillation_loss_and_gradient(distiller, x, y)
+    same_state_loss, same_state_gradient = distillation_loss_and_gradient(
+        distiller, x, y
+    )
     assert same_state_loss == pytest.approx(0.0, abs=1e-6)
     assert same_state_gradient == pytest.approx(0.0, abs=1e-6)
     distiller.student_loss_weight = 0.5
@@ -118,8 +122,15 @@ def test_ema_update_matches_numpy_recursion(regression_data):
     for decay in (0.6, 0.3):  # the decay is a variable: no new trace
         distiller.ema_decay = decay
         start = len(records)
-        distiller.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0,
-                      callbacks=[Record()])
+        distiller.fit(
+            x,
+            y,
+            epochs=1,
+            batch_size=16,
+            shuffle=False,
+            verbose=0,
+            callbacks=[Record()],
+        )
         traces.append(distiller.train_function)
         for after_step, got in records[start:]:
             d = min(decay, 1.0 - 1.0 / (updates + 1))
@@ -132,14 +143,17 @@ def test_ema_update_matches_numpy_recursion(regression_data):
     assert any(not np.allclose(a, b) for a, b in zip(records[-1][0], records[-1][1]))
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="Keras's PyTorch trainer runs one step per execution")
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="Keras's PyTorch trainer runs one step per execution"
+)
 def test_ema_update_is_the_same_with_several_steps_per_execution(regression_data):
     x, y = regression_data
     teachers = []
     for steps in (1, 2):
         keras.utils.set_random_seed(0)
-        distiller = kd.SelfDistiller(make_regressor(4), "ema", kd.RegressionDistillation("mse"),
-                                     ema_decay=0.6)
+        distiller = kd.SelfDistiller(
+            make_regressor(4), "ema", kd.RegressionDistillation("mse"), ema_decay=0.6
+        )
         distiller.compile(keras.optimizers.SGD(0.05), "mse", steps_per_execution=steps)
         distiller.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
         teachers.append(distiller.teacher.get_weights())
@@ -149,7 +163,9 @@ def test_ema_update_is_the_same_with_several_steps_per_execution(regression_data
 
 def test_ema_teacher_is_not_updated_by_evaluation(regression_data):
     x, y = regression_data
-    distiller = kd.SelfDistiller(make_regressor(4), "ema", kd.RegressionDistillation("mse"))
+    distiller = kd.SelfDistiller(
+        make_regressor(4), "ema", kd.RegressionDistillation("mse")
+    )
     distiller.compile(keras.optimizers.SGD(0.05), "mse")
     distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)
     teacher = distiller.teacher.get_weights()
@@ -176,8 +192,9 @@ def test_snapshot_taken_every_n_epochs_and_no_teacher_before(classification_data
         def on_epoch_end(self, epoch, logs=None):
             students.append(self.model.student.get_weights())
 
-    history = distiller.fit(x, y, epochs=5, batch_size=16, verbose=0,
-                            callbacks=[Record()]).history
+    history = distiller.fit(
+        x, y, epochs=5, batch_size=16, verbose=0, callbacks=[Record()]
+    ).history
     expected = [initial, initial, students[1], students[1], students[3]]
     for got, want in zip(teachers, expected):
         for a, b in zip(got, want):
@@ -190,14 +207,17 @@ def test_snapshot_taken_every_n_epochs_and_no_teacher_before(classification_data
 def test_pskd_alpha_grows_linearly_and_fit_sets_it(classification_data):
     x, y = classification_data
     loss = kd.LogitsDistillation(1.0, loss="soft_cross_entropy")
-    distiller = kd.SelfDistiller(make_classifier(8), "snapshot", loss, progressive_alpha=0.8)
+    distiller = kd.SelfDistiller(
+        make_classifier(8), "snapshot", loss, progressive_alpha=0.8
+    )
     distiller.compile("adam", SPARSE_CE, run_eagerly=EAGER)
     history = distiller.fit(x, y, epochs=4, batch_size=64, verbose=0).history
     # alpha_t = alpha_T * t / T with t = 1..T, and 0 before the first snapshot.
     expected_share = [0.0, 0.8 * 2 / 4, 0.8 * 3 / 4, 0.8 * 4 / 4]
     assert history["alpha"] == pytest.approx([1 - a for a in expected_share])
-    short = kd.SelfDistiller(make_classifier(8), "ema", loss, progressive_alpha=0.5,
-                             progressive_epochs=2)
+    short = kd.SelfDistiller(
+        make_classifier(8), "ema", loss, progressive_alpha=0.5, progressive_epochs=2
+    )
     short.compile("adam", SPARSE_CE, run_eagerly=EAGER)
     history = short.fit(x, y, epochs=3, batch_size=64, verbose=0).history
     assert history["alpha"] == pytest.approx([1 - 0.25, 1 - 0.5, 1 - 0.5])
@@ -240,17 +260,23 @@ def test_pskd_loss_is_the_loss_to_the_mixed_target(task):
 
 def test_regression_self_distillation_with_huber_and_teacher_bounded(regression_data):
     x, y = regression_data
-    losses = [kd.RegressionDistillation("huber", delta=0.5),
-              kd.RegressionDistillation("teacher_bounded", margin=0.01)]
+    losses = [
+        kd.RegressionDistillation("huber", delta=0.5),
+        kd.RegressionDistillation("teacher_bounded", margin=0.01),
+    ]
     distiller = kd.SelfDistiller(make_regressor(16), "ema", losses)
     distiller.compile(keras.optimizers.Adam(0.01), "mse", metrics=["mae"])
     history = distiller.fit(x, y, epochs=4, batch_size=16, verbose=0).history
-    assert np.all(np.isfinite(history["loss"])) and history["mae"][-1] < history["mae"][0]
+    assert (
+        np.all(np.isfinite(history["loss"])) and history["mae"][-1] < history["mae"][0]
+    )
     assert history["distillation_loss"][-1] > 0
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
-def test_hidden_layer_is_pulled_toward_the_teachers(task, classification_data, regression_data):
+def test_hidden_layer_is_pulled_toward_the_teachers(
+    task, classification_data, regression_data
+):
     if task == "classification":
         (x, y), model = classification_data, make_classifier(8)
         losses, supervised = [kd.LogitsDistillation(2.0)], SPARSE_CE
@@ -258,8 +284,9 @@ def test_hidden_layer_is_pulled_toward_the_teachers(task, classification_data, r
         (x, y), model = regression_data, make_regressor(8)
         losses, supervised = [kd.RegressionDistillation("mse")], "mse"
     hint = kd.FeatureDistillation("mse", "model_hidden", "model_hidden")
-    distiller = kd.SelfDistiller(model, "ema", losses + [hint],
-                                 distillation_loss_weights=[0.0, 1.0])
+    distiller = kd.SelfDistiller(
+        model, "ema", losses + [hint], distillation_loss_weights=[0.0, 1.0]
+    )
     distiller.compile(keras.optimizers.SGD(0.1), supervised)
     distiller.train_on_batch(x, y)
     value, gradient_norm = distillation_loss_and_gradient(distiller, x, y)
@@ -267,27 +294,41 @@ def test_hidden_layer_is_pulled_toward_the_teachers(task, classification_data, r
     def hidden(network):
         return keras.Model(network.input, network.get_layer("model_hidden").output)(x)
 
-    expected = np.mean((as_numpy(hidden(distiller.teacher)) - as_numpy(hidden(model))) ** 2)
+    expected = np.mean(
+        (as_numpy(hidden(distiller.teacher)) - as_numpy(hidden(model))) ** 2
+    )
     assert expected > 0 and gradient_norm > 0
     assert value == pytest.approx(expected, rel=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"teacher": "ema", "ema_decay": 0.9, "student_loss_weight": 0.3},
-    {"teacher": "snapshot", "snapshot_interval": 2, "progressive_alpha": 0.7,
-     "progressive_epochs": 10},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"teacher": "ema", "ema_decay": 0.9, "student_loss_weight": 0.3},
+        {
+            "teacher": "snapshot",
+            "snapshot_interval": 2,
+            "progressive_alpha": 0.7,
+            "progressive_epochs": 10,
+        },
+    ],
+)
 def test_config_and_keras_file_round_trip(kwargs, tmp_path, classification_data):
     x, y = classification_data
-    distiller = kd.SelfDistiller(make_classifier(8), distillation_losses=kd.LogitsDistillation(2.0),
-                                 **kwargs)
+    distiller = kd.SelfDistiller(
+        make_classifier(8), distillation_losses=kd.LogitsDistillation(2.0), **kwargs
+    )
     distiller.compile("adam", SPARSE_CE, metrics=["accuracy"], run_eagerly=EAGER)
     distiller.fit(x, y, epochs=2, batch_size=64, verbose=0)
     config = distiller.get_config()
     rebuilt = kd.SelfDistiller.from_config(config)
     assert rebuilt.get_config() == config
     for key, value in kwargs.items():
-        assert config[key] == pytest.approx(value) if isinstance(value, float) else config[key] == value
+        assert (
+            config[key] == pytest.approx(value)
+            if isinstance(value, float)
+            else config[key] == value
+        )
     path = tmp_path / "self_distiller.keras"
     distiller.save(path)
     loaded = keras.saving.load_model(path)
@@ -305,20 +346,42 @@ def test_config_and_keras_file_round_trip(kwargs, tmp_path, classification_data)
         ({"teacher": "ema", "ema_decay": 0.0}, ValueError, r"ema_decay in \(0, 1\)"),
         ({"teacher": "ema", "ema_decay": 1.0}, ValueError, r"ema_decay in \(0, 1\)"),
         ({"teacher": "ema", "ema_decay": -0.5}, ValueError, r"ema_decay in \(0, 1\)"),
-        ({"teacher": "snapshot", "snapshot_interval": 0}, ValueError, "snapshot_interval >= 1"),
+        (
+            {"teacher": "snapshot", "snapshot_interval": 0},
+            ValueError,
+            "snapshot_interval >= 1",
+        ),
         ({"teacher": "snapshot", "snapshot_interval": 1.5}, TypeError, "integer >= 1"),
-        ({"teacher": "snapshot", "ema_decay": 0.9}, ValueError, 'ema_decay applies to teacher="ema"'),
-        ({"teacher": "ema", "snapshot_interval": 2}, ValueError, "snapshot_interval applies to"),
+        (
+            {"teacher": "snapshot", "ema_decay": 0.9},
+            ValueError,
+            'ema_decay applies to teacher="ema"',
+        ),
+        (
+            {"teacher": "ema", "snapshot_interval": 2},
+            ValueError,
+            "snapshot_interval applies to",
+        ),
         ({"teacher": "teacher"}, ValueError, "one of"),
         ({"progressive_alpha": 1.5}, ValueError, r"progressive_alpha .* in \(0, 1\]"),
-        ({"progressive_alpha": 0.5, "student_loss_weight": 0.5}, ValueError, "pass only one"),
+        (
+            {"progressive_alpha": 0.5, "student_loss_weight": 0.5},
+            ValueError,
+            "pass only one",
+        ),
         ({"progressive_epochs": 5}, ValueError, "without progressive_alpha"),
-        ({"progressive_alpha": 0.5, "progressive_epochs": 0}, ValueError, "progressive_epochs >= 1"),
+        (
+            {"progressive_alpha": 0.5, "progressive_epochs": 0},
+            ValueError,
+            "progressive_epochs >= 1",
+        ),
     ],
 )
 def test_bad_input_raises(kwargs, error, match):
     with pytest.raises(error, match=match):
-        kd.SelfDistiller(make_classifier(4), distillation_losses=kd.LogitsDistillation(), **kwargs)
+        kd.SelfDistiller(
+            make_classifier(4), distillation_losses=kd.LogitsDistillation(), **kwargs
+        )
 
 
 def test_bad_model_raises():
@@ -332,7 +395,9 @@ def test_bad_model_raises():
         ema.ema_decay = 0.5
 
 
-@pytest.mark.tensorflow_only(reason="kerasdistill.cache_teacher_outputs builds a tf.data cache")
+@pytest.mark.tensorflow_only(
+    reason="kerasdistill.cache_teacher_outputs builds a tf.data cache"
+)
 def test_cached_teacher_outputs_are_refused(classification_data):
     x, y = classification_data
     distiller = kd.SelfDistiller(make_classifier(8), "ema", kd.LogitsDistillation(2.0))
@@ -349,21 +414,56 @@ def softmax_classifier(width):
 @pytest.mark.parametrize(
     "build, loss, progressive, expected_type, expected_config",
     [
-        (make_classifier, SPARSE_CE, False, kd.LogitsDistillation,
-         {"temperature": 1.0, "loss": "kl_divergence", "from_logits": True}),
-        (make_classifier, SPARSE_CE, True, kd.LogitsDistillation,
-         {"temperature": 1.0, "loss": "soft_cross_entropy", "from_logits": True}),
-        (softmax_classifier, "sparse_categorical_crossentropy", False, kd.LogitsDistillation,
-         {"temperature": 1.0, "loss": "kl_divergence", "from_logits": False}),
-        (make_classifier, keras.losses.CategoricalCrossentropy(from_logits=True), False,
-         kd.LogitsDistillation, {"loss": "kl_divergence", "from_logits": True}),
+        (
+            make_classifier,
+            SPARSE_CE,
+            False,
+            kd.LogitsDistillation,
+            {"temperature": 1.0, "loss": "kl_divergence", "from_logits": True},
+        ),
+        (
+            make_classifier,
+            SPARSE_CE,
+            True,
+            kd.LogitsDistillation,
+            {"temperature": 1.0, "loss": "soft_cross_entropy", "from_logits": True},
+        ),
+        (
+            softmax_classifier,
+            "sparse_categorical_crossentropy",
+            False,
+            kd.LogitsDistillation,
+            {"temperature": 1.0, "loss": "kl_divergence", "from_logits": False},
+        ),
+        (
+            make_classifier,
+            keras.losses.CategoricalCrossentropy(from_logits=True),
+            False,
+            kd.LogitsDistillation,
+            {"loss": "kl_divergence", "from_logits": True},
+        ),
         (make_regressor, "mse", False, kd.RegressionDistillation, {"loss": "mse"}),
-        (make_regressor, keras.losses.MeanAbsoluteError(), False, kd.RegressionDistillation,
-         {"loss": "mae"}),
-        (make_regressor, keras.losses.Huber(delta=2.5), True, kd.RegressionDistillation,
-         {"loss": "huber", "delta": 2.5}),
-        (make_regressor, "huber", False, kd.RegressionDistillation,
-         {"loss": "huber", "delta": 1.0}),
+        (
+            make_regressor,
+            keras.losses.MeanAbsoluteError(),
+            False,
+            kd.RegressionDistillation,
+            {"loss": "mae"},
+        ),
+        (
+            make_regressor,
+            keras.losses.Huber(delta=2.5),
+            True,
+            kd.RegressionDistillation,
+            {"loss": "huber", "delta": 2.5},
+        ),
+        (
+            make_regressor,
+            "huber",
+            False,
+            kd.RegressionDistillation,
+            {"loss": "huber", "delta": 1.0},
+        ),
     ],
 )
 def test_distillation_loss_is_chosen_from_the_compiled_loss(
@@ -379,8 +479,10 @@ def test_distillation_loss_is_chosen_from_the_compiled_loss(
     assert type(chosen) is expected_type
     config = chosen.get_config()
     for key, value in expected_config.items():
-        assert config[key] == pytest.approx(value) if isinstance(value, float) else (
-            config[key] == value
+        assert (
+            config[key] == pytest.approx(value)
+            if isinstance(value, float)
+            else (config[key] == value)
         )
     distiller.compile("adam", loss)  # compiling again keeps the choice
     assert distiller.distillation_losses == [chosen]
@@ -429,7 +531,9 @@ def test_a_chosen_loss_is_kept_and_a_loss_of_another_kind_refused():
     classifier.compile("sgd", SPARSE_CE)  # same kind of loss: kept
     assert classifier.distillation_losses == [chosen]
     with pytest.raises(ValueError, match="chose its distillation loss from before"):
-        classifier.compile("adam", "sparse_categorical_crossentropy")  # from_logits=False
+        classifier.compile(
+            "adam", "sparse_categorical_crossentropy"
+        )  # from_logits=False
     with pytest.raises(ValueError, match="distillation_loss_weights only with"):
         kd.SelfDistiller(make_regressor(8), distillation_loss_weights=[2.0])
 
@@ -448,18 +552,29 @@ def test_a_chosen_loss_is_saved_with_the_model(tmp_path, classification_data):
     for a, b in zip(loaded.get_weights(), distiller.get_weights()):
         np.testing.assert_array_equal(a, b)
     logs = float_logs(loaded.evaluate(x, y, verbose=0, return_dict=True))
-    assert logs == pytest.approx(float_logs(distiller.evaluate(x, y, verbose=0, return_dict=True)))
+    assert logs == pytest.approx(
+        float_logs(distiller.evaluate(x, y, verbose=0, return_dict=True))
+    )
 
 
-def test_a_users_alpha_scheduler_is_honoured_without_progressive_alpha(classification_data):
+def test_a_users_alpha_scheduler_is_honoured_without_progressive_alpha(
+    classification_data,
+):
     x, y = classification_data
-    distiller = kd.SelfDistiller(make_classifier(8), "snapshot", kd.LogitsDistillation(2.0))
+    distiller = kd.SelfDistiller(
+        make_classifier(8), "snapshot", kd.LogitsDistillation(2.0)
+    )
     distiller.compile("adam", SPARSE_CE)
-    scheduler = kd.callbacks.AlphaScheduler(kd.schedules.Piecewise([1, 2], [0.9, 0.6, 0.3]))
-    history = distiller.fit(x, y, epochs=3, batch_size=32, verbose=0,
-                            callbacks=[scheduler]).history
+    scheduler = kd.callbacks.AlphaScheduler(
+        kd.schedules.Piecewise([1, 2], [0.9, 0.6, 0.3])
+    )
+    history = distiller.fit(
+        x, y, epochs=3, batch_size=32, verbose=0, callbacks=[scheduler]
+    ).history
     assert history["alpha"] == pytest.approx([0.9, 0.6, 0.3])
-    assert history["distillation_loss"][0] == 0.0 and history["distillation_loss"][1] > 0
+    assert (
+        history["distillation_loss"][0] == 0.0 and history["distillation_loss"][1] > 0
+    )
 
 
 def test_an_alpha_scheduler_with_progressive_alpha_is_refused(classification_data):
@@ -467,11 +582,18 @@ def test_an_alpha_scheduler_with_progressive_alpha_is_refused(classification_dat
     distiller = kd.SelfDistiller(make_classifier(8), "snapshot", progressive_alpha=0.8)
     distiller.compile("adam", SPARSE_CE)
     scheduler = kd.callbacks.AlphaScheduler(kd.schedules.Piecewise([1], [0.9, 0.5]))
-    with pytest.raises(ValueError, match="Expected no AlphaScheduler.*Received: callbacks"):
+    with pytest.raises(
+        ValueError, match="Expected no AlphaScheduler.*Received: callbacks"
+    ):
         distiller.fit(x, y, epochs=2, verbose=0, callbacks=[scheduler])
     with pytest.raises(ValueError, match="Expected no AlphaScheduler"):
-        distiller.fit(x, y, epochs=2, verbose=0,
-                      callbacks=keras.callbacks.CallbackList([scheduler], model=distiller))
+        distiller.fit(
+            x,
+            y,
+            epochs=2,
+            verbose=0,
+            callbacks=keras.callbacks.CallbackList([scheduler], model=distiller),
+        )
 
 
 def test_refresh_teacher_from_a_callback_mid_epoch(classification_data):
@@ -479,8 +601,12 @@ def test_refresh_teacher_from_a_callback_mid_epoch(classification_data):
     # state: refresh_teacher() syncs it before copying (the callback holds
     # the distiller itself, not `self.model`, which would sync too).
     x, y = classification_data
-    distiller = kd.SelfDistiller(make_classifier(8), "snapshot", kd.LogitsDistillation(2.0),
-                                 snapshot_interval=100)
+    distiller = kd.SelfDistiller(
+        make_classifier(8),
+        "snapshot",
+        kd.LogitsDistillation(2.0),
+        snapshot_interval=100,
+    )
     distiller.compile(keras.optimizers.SGD(0.1), SPARSE_CE)
     copied = []
 
@@ -491,11 +617,22 @@ def test_refresh_teacher_from_a_callback_mid_epoch(classification_data):
                 copied.append(distiller.student.get_weights())
 
     initial = distiller.student.get_weights()
-    history = distiller.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0,
-                            callbacks=[RefreshAfterSecondBatch()]).history
+    history = distiller.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        shuffle=False,
+        verbose=0,
+        callbacks=[RefreshAfterSecondBatch()],
+    ).history
     assert distiller.teacher_ready and history["distillation_loss"][0] > 0
-    for teacher, student, start in zip(distiller.teacher.get_weights(), copied[0], initial):
+    for teacher, student, start in zip(
+        distiller.teacher.get_weights(), copied[0], initial
+    ):
         np.testing.assert_array_equal(teacher, student)
         assert not np.array_equal(teacher, start)  # two steps were taken
-    assert any(not np.array_equal(a, b) for a, b in
-               zip(distiller.student.get_weights(), copied[0]))  # and two more
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(distiller.student.get_weights(), copied[0])
+    )  # and two more

@@ -22,14 +22,26 @@ def _rmse_of_predicting_zero():
 @pytest.mark.parametrize(
     "script, rows, learned",
     [
-        ("self_distillation_regression.py",
-         ["plain (labels only)", "EMA teacher, huber + hidden", "snapshot, teacher-bounded",
-          "deep supervision (hidden1)"],
-         lambda rmse: rmse < _rmse_of_predicting_zero()),
-        ("self_distillation_classification.py",
-         ["plain (labels only)", "PS-KD (snapshot teacher)", "born-again generation 0",
-          "mutual learning (net_a)"],
-         lambda accuracy: 0.3 < accuracy <= 1.0),  # chance: 0.1 (10 digits)
+        (
+            "self_distillation_regression.py",
+            [
+                "plain (labels only)",
+                "EMA teacher, huber + hidden",
+                "snapshot, teacher-bounded",
+                "deep supervision (hidden1)",
+            ],
+            lambda rmse: rmse < _rmse_of_predicting_zero(),
+        ),
+        (
+            "self_distillation_classification.py",
+            [
+                "plain (labels only)",
+                "PS-KD (snapshot teacher)",
+                "born-again generation 0",
+                "mutual learning (net_a)",
+            ],
+            lambda accuracy: 0.3 < accuracy <= 1.0,
+        ),  # chance: 0.1 (10 digits)
     ],
 )
 def test_example_runs(script, rows, learned, capsys):

@@ -66,7 +66,8 @@ def test_dkd_with_standardization_is_dkd_of_the_z_scores():
     loss = kd.DKD(temperature=2.0, logit_standardization=True)
     np.testing.assert_allclose(
         float(as_numpy(loss.compute_loss(TEACHER, STUDENT, y_true=LABELS))),
-        as_numpy(expected).mean(), rtol=1e-4,
+        as_numpy(expected).mean(),
+        rtol=1e-4,
     )
 
 
@@ -80,8 +81,11 @@ def test_constant_logits_have_finite_gradients():
 
 
 @pytest.mark.parametrize(
-    "loss", [kd.LogitsDistillation(2.0, logit_standardization=True),
-             kd.DKD(temperature=2.0, logit_standardization=True)],
+    "loss",
+    [
+        kd.LogitsDistillation(2.0, logit_standardization=True),
+        kd.DKD(temperature=2.0, logit_standardization=True),
+    ],
 )
 def test_standardization_round_trips(loss):
     restored = keras.saving.deserialize_keras_object(
@@ -110,7 +114,9 @@ def test_ctkd_matches_hinton_kd_at_its_learned_temperature():
     loss = kd.CTKD(initial_temperature=3.0, min_temperature=1.0, max_temperature=21.0)
     assert float(as_numpy(loss.temperature)) == pytest.approx(3.0, rel=1e-6)
     expected = np_kd(TEACHER, STUDENT, 3.0).mean()
-    assert float(as_numpy(loss.compute_loss(TEACHER, STUDENT))) == pytest.approx(expected, rel=1e-4)
+    assert float(as_numpy(loss.compute_loss(TEACHER, STUDENT))) == pytest.approx(
+        expected, rel=1e-4
+    )
 
 
 def test_ctkd_temperature_gradient_is_the_reversed_loss_gradient():
@@ -123,7 +129,9 @@ def test_ctkd_temperature_gradient_is_the_reversed_loss_gradient():
     def plain(value):
         temperature = 1.0 + 20.0 * keras.ops.sigmoid(value)
         teacher, student = (keras.ops.convert_to_tensor(z) for z in (TEACHER, STUDENT))
-        return keras.ops.mean(kd.losses.logits_kl_divergence(teacher, student, temperature))
+        return keras.ops.mean(
+            kd.losses.logits_kl_divergence(teacher, student, temperature)
+        )
 
     _, (direct,) = value_and_gradients(plain, np.float32(theta))
     assert abs(float(direct)) > 1e-4
@@ -141,7 +149,11 @@ def test_ctkd_temperature_moves_and_is_logged_with_the_curriculum(classification
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     history = distiller.fit(
-        x, y, epochs=3, batch_size=16, verbose=0,
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
         callbacks=[kd.recipes.curriculum_temperature(ramp_epochs=2)],
     ).history
     assert history["reversal_strength"] == pytest.approx([0.0, 0.5, 1.0])
@@ -158,7 +170,9 @@ def test_ctkd_round_trips_in_a_saved_distiller(tmp_path, classification_data):
     distiller = kd.Distiller(
         make_classifier(8, name="teacher"), make_classifier(4, name="student"), loss
     )
-    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
     path = os.path.join(tmp_path, "ctkd.keras")
     distiller.save(path)
@@ -189,10 +203,14 @@ def test_ctkd_bad_arguments(build, match):
 def test_reversal_scheduler_needs_a_ctkd_loss(classification_data):
     x, y = classification_data
     distiller = kd.Distiller(
-        make_classifier(8, name="teacher"), make_classifier(4, name="student"),
+        make_classifier(8, name="teacher"),
+        make_classifier(4, name="student"),
         kd.LogitsDistillation(),
     )
-    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     with pytest.raises(ValueError, match="reversal_strength"):
-        distiller.fit(x, y, epochs=1, verbose=0,
-                      callbacks=[kd.recipes.curriculum_temperature(2)])
+        distiller.fit(
+            x, y, epochs=1, verbose=0, callbacks=[kd.recipes.curriculum_temperature(2)]
+        )

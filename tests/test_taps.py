@@ -18,11 +18,15 @@ def nested_model(counter=None, name="net"):
     inputs = keras.Input((6,))
     h = counter(inputs) if counter is not None else inputs
     h = keras.layers.Dense(8, activation="relu", name="hidden")(h)
-    backbone = keras.Model(inputs, keras.layers.Dense(5, name="block_out")(h), name="backbone")
+    backbone = keras.Model(
+        inputs, keras.layers.Dense(5, name="block_out")(h), name="backbone"
+    )
     outer_inputs = keras.Input((6,))
     features = backbone(outer_inputs)
     features = keras.layers.Activation("relu", name="after")(features)
-    return keras.Model(outer_inputs, keras.layers.Dense(3, name="logits")(features), name=name)
+    return keras.Model(
+        outer_inputs, keras.layers.Dense(3, name="logits")(features), name=name
+    )
 
 
 def test_functional_taps_share_the_users_weights():
@@ -37,15 +41,24 @@ def test_functional_taps_share_the_users_weights():
     tap_variables = {id(v) for v in tapped.tap_model.weights}
     assert tap_variables == {id(v) for v in model.weights}
     expected = keras.ops.relu(model.get_layer("backbone")(X))
-    np.testing.assert_allclose(as_numpy(features["after"]), as_numpy(expected), rtol=1e-6)
+    np.testing.assert_allclose(
+        as_numpy(features["after"]), as_numpy(expected), rtol=1e-6
+    )
 
 
 def test_sequential_taps():
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="d1"),
-                              keras.layers.Dense(2, name="d2")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, name="d1"),
+            keras.layers.Dense(2, name="d2"),
+        ]
+    )
     outputs, features = taps.TappedNetwork(model, ["d1"], "student")(X, training=False)
     np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
-    np.testing.assert_allclose(as_numpy(features["d1"]), as_numpy(model.get_layer("d1")(X)), rtol=1e-6)
+    np.testing.assert_allclose(
+        as_numpy(features["d1"]), as_numpy(model.get_layer("d1")(X)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", ["backbone/hidden", "hidden"])
@@ -61,34 +74,51 @@ def test_nested_layer_by_path_or_plain_name_in_one_forward_pass(name):
     np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
     np.testing.assert_allclose(
         as_numpy(features[name]),
-        as_numpy(keras.ops.relu(backbone.get_layer("hidden")(X))), rtol=1e-6)
-    np.testing.assert_allclose(as_numpy(features["backbone/block_out"]), as_numpy(backbone(X)), rtol=1e-6)
+        as_numpy(keras.ops.relu(backbone.get_layer("hidden")(X))),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        as_numpy(features["backbone/block_out"]), as_numpy(backbone(X)), rtol=1e-6
+    )
     assert taps.feature_spec(model, name, "teacher").shape == (None, 8)
 
 
 def test_nested_taps_leave_the_model_tappable_again():
     model = nested_model()
-    taps.TappedNetwork(model, ["backbone/hidden"], "teacher")  # re-traces the outer graph
-    outputs, features = taps.TappedNetwork(model, ["after", "logits"], "teacher")(X, False)
-    np.testing.assert_allclose(as_numpy(features["logits"]), as_numpy(outputs), rtol=1e-6)
+    taps.TappedNetwork(
+        model, ["backbone/hidden"], "teacher"
+    )  # re-traces the outer graph
+    outputs, features = taps.TappedNetwork(model, ["after", "logits"], "teacher")(
+        X, False
+    )
+    np.testing.assert_allclose(
+        as_numpy(features["logits"]), as_numpy(outputs), rtol=1e-6
+    )
     assert len(model.get_config()["layers"]) == len(model.layers)
 
 
 def test_nested_sequential_backbone():
-    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="inner")],
-                                name="seq")
+    backbone = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, name="inner")], name="seq"
+    )
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(2)(backbone(inputs)))
     outputs, features = taps.TappedNetwork(model, ["seq/inner"], "student")(X, False)
-    np.testing.assert_allclose(as_numpy(features["seq/inner"]), as_numpy(backbone(X)), rtol=1e-6)
+    np.testing.assert_allclose(
+        as_numpy(features["seq/inner"]), as_numpy(backbone(X)), rtol=1e-6
+    )
     np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
 
 
 def test_unknown_name_lists_the_closest_names():
     model = nested_model()
-    with pytest.raises(ValueError, match=r"Did you mean \['backbone/hidden'\]") as error:
+    with pytest.raises(
+        ValueError, match=r"Did you mean \['backbone/hidden'\]"
+    ) as error:
         taps.TappedNetwork(model, ["hiden"], "teacher")
-    assert "Available layers" in str(error.value) and "backbone/block_out" in str(error.value)
+    assert "Available layers" in str(error.value) and "backbone/block_out" in str(
+        error.value
+    )
     with pytest.raises(ValueError, match="Did you mean"):
         taps.find_layer(model, "backbone/hiddn", "teacher")
     with pytest.raises(ValueError, match="holding 'x'"):
@@ -97,8 +127,12 @@ def test_unknown_name_lists_the_closest_names():
 
 def test_a_name_in_two_nested_models_must_be_given_by_path():
     inputs = keras.Input((6,))
-    first = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="block")], name="a")
-    second = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="block")], name="b")
+    first = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, name="block")], name="a"
+    )
+    second = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, name="block")], name="b"
+    )
     model = keras.Model(inputs, second(first(inputs)))
     with pytest.raises(ValueError, match=r"\['a/block', 'b/block'\]"):
         taps.find_layer(model, "block", "student")
@@ -112,7 +146,9 @@ def test_shared_layer_and_shared_nested_model_are_refused():
     with pytest.raises(ValueError, match="is shared"):
         taps.TappedNetwork(model, ["shared"], "teacher")
     backbone = nested_model().get_layer("backbone")
-    twice = keras.Model(inputs, keras.layers.Add()([backbone(inputs), backbone(inputs)]))
+    twice = keras.Model(
+        inputs, keras.layers.Add()([backbone(inputs), backbone(inputs)])
+    )
     with pytest.raises(ValueError, match="'backbone' is shared"):
         taps.TappedNetwork(twice, ["backbone/hidden"], "teacher")
 
@@ -136,7 +172,9 @@ def test_subclassed_model_with_the_feature_returning_convention():
     assert taps.feature_spec(model, "hidden", "student").shape == (None, 5)
     outputs, features = taps.TappedNetwork(model, ["hidden"], "student")(X, False)
     np.testing.assert_allclose(as_numpy(outputs), as_numpy(model(X)), rtol=1e-6)
-    np.testing.assert_allclose(as_numpy(features["hidden"]), as_numpy(model.hidden(X)), rtol=1e-6)
+    np.testing.assert_allclose(
+        as_numpy(features["hidden"]), as_numpy(model.hidden(X)), rtol=1e-6
+    )
     with pytest.raises(ValueError, match=r"Did you mean \['hidden'\]"):
         taps.feature_spec(model, "hiden", "student")
 

@@ -70,17 +70,24 @@ def test_prepare_scales_and_batches_tuples_and_feature_dicts(name, mock_tfds):
 
     transfer = kd.tfds_data.prepare(features, batch_size=8, labels=False)
     assert isinstance(transfer.element_spec, tf.TensorSpec)
-    np.testing.assert_allclose(next(iter(transfer)), raw_images.numpy() / 255.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        next(iter(transfer)), raw_images.numpy() / 255.0, rtol=1e-6
+    )
     unscaled = kd.tfds_data.prepare(supervised, batch_size=8, rescale=None)
     np.testing.assert_array_equal(next(iter(unscaled))[0], raw_images)
-    shuffled = [kd.tfds_data.prepare(supervised, 8, shuffle=EXAMPLES, seed=3)
-                for _ in range(2)]
-    first, second = (np.concatenate([y for _, y in s.as_numpy_iterator()])
-                     for s in shuffled)
+    shuffled = [
+        kd.tfds_data.prepare(supervised, 8, shuffle=EXAMPLES, seed=3) for _ in range(2)
+    ]
+    first, second = (
+        np.concatenate([y for _, y in s.as_numpy_iterator()]) for s in shuffled
+    )
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(np.sort(first), np.sort(
-        np.concatenate([y for _, y in supervised.batch(8).as_numpy_iterator()])))
+    np.testing.assert_array_equal(
+        np.sort(first),
+        np.sort(
+            np.concatenate([y for _, y in supervised.batch(8).as_numpy_iterator()])
+        ),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(IMAGE_SHAPES))
@@ -88,13 +95,20 @@ def test_distiller_with_feature_taps_trains_on_tfds_pipelines(name, mock_tfds):
     shape = IMAGE_SHAPES[name]
     teacher, student = tiny_cnn(shape, "t"), tiny_mlp(shape, "s")
     distiller = kd.Distiller(
-        teacher, student,
-        [kd.LogitsDistillation(temperature=2.0),
-         kd.FeatureDistillation("mse", teacher_layer_name="t_hidden",
-                                student_layer_name="s_hidden")],
+        teacher,
+        student,
+        [
+            kd.LogitsDistillation(temperature=2.0),
+            kd.FeatureDistillation(
+                "mse", teacher_layer_name="t_hidden", student_layer_name="s_hidden"
+            ),
+        ],
     )
-    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"])
+    distiller.compile(
+        "adam",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     teacher_weights = [w.numpy().copy() for w in teacher.weights]
     student_weights = [w.numpy().copy() for w in student.weights]
 
@@ -102,15 +116,21 @@ def test_distiller_with_feature_taps_trains_on_tfds_pipelines(name, mock_tfds):
     dicts, _ = kd.tfds_data.load(name, "test", as_supervised=False)
     mapped = dicts.map(lambda f: (f["image"], f["label"]))  # the usual glue
     history = distiller.fit(
-        kd.tfds_data.prepare(supervised, 8, shuffle=EXAMPLES, seed=0), epochs=1,
-        validation_data=kd.tfds_data.prepare(mapped, 8), verbose=0,
+        kd.tfds_data.prepare(supervised, 8, shuffle=EXAMPLES, seed=0),
+        epochs=1,
+        validation_data=kd.tfds_data.prepare(mapped, 8),
+        verbose=0,
     ).history
-    transfer = distiller.fit(kd.tfds_data.prepare(dicts, 8, labels=False),
-                             epochs=1, verbose=0).history
-    scores = distiller.evaluate(kd.tfds_data.prepare(dicts, 8), verbose=0,
-                                return_dict=True)
+    transfer = distiller.fit(
+        kd.tfds_data.prepare(dicts, 8, labels=False), epochs=1, verbose=0
+    ).history
+    scores = distiller.evaluate(
+        kd.tfds_data.prepare(dicts, 8), verbose=0, return_dict=True
+    )
     cached = kd.cache_teacher_outputs(  # teacher outputs and tapped features
-        teacher, kd.tfds_data.prepare(supervised, 8), distiller.distillation_losses,
+        teacher,
+        kd.tfds_data.prepare(supervised, 8),
+        distiller.distillation_losses,
         batch_size=8,
     )
     from_cache = distiller.fit(cached, epochs=1, verbose=0).history
@@ -122,15 +142,18 @@ def test_distiller_with_feature_taps_trains_on_tfds_pipelines(name, mock_tfds):
     assert 0.0 <= scores["accuracy"] <= 1.0 and np.isfinite(scores["loss"])
     for before, after in zip(teacher_weights, teacher.weights):
         np.testing.assert_array_equal(before, after.numpy())
-    assert any(not np.array_equal(before, after.numpy())
-               for before, after in zip(student_weights, student.weights))
+    assert any(
+        not np.array_equal(before, after.numpy())
+        for before, after in zip(student_weights, student.weights)
+    )
 
 
 def test_unmapped_feature_dicts_get_a_clear_error(mock_tfds):
     dicts, _ = kd.tfds_data.load("mnist", "train", as_supervised=False)
     shape = IMAGE_SHAPES["mnist"]
-    distiller = kd.Distiller(tiny_cnn(shape, "t"), tiny_mlp(shape, "s"),
-                             kd.LogitsDistillation())
+    distiller = kd.Distiller(
+        tiny_cnn(shape, "t"), tiny_mlp(shape, "s"), kd.LogitsDistillation()
+    )
     distiller.compile("adam")
     with pytest.raises(ValueError, match=r"feature dicts.*as_supervised=True"):
         distiller.fit(dicts.batch(8), epochs=1, verbose=0)
@@ -159,22 +182,41 @@ def test_not_on_disk_stops_at_once_with_how_to_prepare(tmp_path, monkeypatch):
     started = time.perf_counter()
     with pytest.raises(FileNotFoundError) as error:
         kd.tfds_data.load("mnist", "train", data_dir=str(tmp_path))
-    for part in ("'mnist'", str(tmp_path / "mnist"), "downloading is off",
-                 f"tfds build mnist --data_dir {tmp_path}", "--download"):
+    for part in (
+        "'mnist'",
+        str(tmp_path / "mnist"),
+        "downloading is off",
+        f"tfds build mnist --data_dir {tmp_path}",
+        "--download",
+    ):
         assert part in str(error.value)
     # Offline (a host that never resolves, RFC 2606), download=True stops too.
-    monkeypatch.setattr(kd.tfds_data, "ONLINE_PROBE_URL", "https://kerasdistill.invalid")
-    with pytest.raises(FileNotFoundError, match=(
-        r"'mnist'.*cannot be downloaded: no connection to "
-        r"https://kerasdistill.invalid.*tfds build mnist")):
+    monkeypatch.setattr(
+        kd.tfds_data, "ONLINE_PROBE_URL", "https://kerasdistill.invalid"
+    )
+    with pytest.raises(
+        FileNotFoundError,
+        match=(
+            r"'mnist'.*cannot be downloaded: no connection to "
+            r"https://kerasdistill.invalid.*tfds build mnist"
+        ),
+    ):
         kd.tfds_data.load("mnist", "train", data_dir=str(tmp_path), download=True)
 
     example = runpy.run_path(str(ROOT / "examples" / "tfds_distillation.py"))
     with pytest.raises(SystemExit, match=rf"'cifar10'.*{tmp_path}"):
         example["main"](["--dataset", "cifar10", "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=rf"'fashion_mnist'.*{tmp_path}"):
-        cli.main(["demo", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path),
-                  "--download"])
+        cli.main(
+            [
+                "demo",
+                "--dataset",
+                "fashion_mnist",
+                "--data-dir",
+                str(tmp_path),
+                "--download",
+            ]
+        )
     assert time.perf_counter() - started < 10.0
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded
 
@@ -217,10 +259,12 @@ def test_unknown_names_and_misplaced_flags_are_refused():
 def test_tensorflow_datasets_is_imported_only_when_used(monkeypatch):
     for path in (ROOT / "kerasdistill").glob("*.py"):
         top_level = ast.parse(path.read_text()).body  # imports at import time
-        imported = [alias.name for node in top_level
-                    if isinstance(node, (ast.Import, ast.ImportFrom))
-                    for alias in node.names] + [
-            node.module for node in top_level if isinstance(node, ast.ImportFrom)]
+        imported = [
+            alias.name
+            for node in top_level
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        ] + [node.module for node in top_level if isinstance(node, ast.ImportFrom)]
         assert not any("tensorflow_datasets" in (name or "") for name in imported), path
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # not installed
     with pytest.raises(ImportError, match=r'pip install "kerasdistill\[datasets\]"'):
@@ -232,18 +276,31 @@ def test_tensorflow_datasets_is_imported_only_when_used(monkeypatch):
 )
 @pytest.mark.parametrize("name", sorted(IMAGE_SHAPES))
 def test_demo_on_a_tfds_dataset_prints_the_table(name, mock_tfds, capsys, tmp_path):
-    argv = ["demo", "--dataset", name, "--epochs", "1", "--verbose", "0",
-            "--output", str(tmp_path)]
+    argv = [
+        "demo",
+        "--dataset",
+        name,
+        "--epochs",
+        "1",
+        "--verbose",
+        "0",
+        "--output",
+        str(tmp_path),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     labeled = round(0.2 * EXAMPLES)
     assert f"trained on {labeled} labeled inputs" in out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.startswith(("teacher ", "baseline ", "student "))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.startswith(("teacher ", "baseline ", "student "))
+    }
     assert set(rows) == {"teacher", "baseline", "student"}
     assert 0.0 <= float(rows["student"][4]) <= 1.0
     teacher_params, student_params = (
-        int(rows[role][1].replace(",", "")) for role in ("teacher", "student"))
+        int(rows[role][1].replace(",", "")) for role in ("teacher", "student")
+    )
     assert (tmp_path / "report.md").exists()
     model = demo.image_classifier(IMAGE_SHAPES[name], 10, "s")
     assert student_params == model.count_params() < teacher_params
@@ -252,18 +309,33 @@ def test_demo_on_a_tfds_dataset_prints_the_table(name, mock_tfds, capsys, tmp_pa
 @pytest.mark.tensorflow_only(
     reason="end-to-end demo / example run, kept to the TensorFlow CI for time"
 )
-@pytest.mark.parametrize("name", [
-    "cifar10", pytest.param("mnist", marks=pytest.mark.slow),  # runs twice
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cifar10",
+        pytest.param("mnist", marks=pytest.mark.slow),  # runs twice
+    ],
+)
 def test_tfds_example_runs(name, mock_tfds, tmp_path, capsys):
     example = runpy.run_path(str(ROOT / "examples" / "tfds_distillation.py"))
-    argv = ["--dataset", name, "--epochs", "1", "--batch-size", "16",
-            "--verbose", "0", "--teacher", str(tmp_path / "teacher.keras")]
+    argv = [
+        "--dataset",
+        name,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--verbose",
+        "0",
+        "--teacher",
+        str(tmp_path / "teacher.keras"),
+    ]
     example["main"](argv)
     out = capsys.readouterr().out
     assert "Saved the teacher" in out and f"{name}: test accuracy" in out
-    table = [line for line in out.splitlines()
-             if line.startswith(("teacher", "student"))]
+    table = [
+        line for line in out.splitlines() if line.startswith(("teacher", "student"))
+    ]
     assert len(table) == 3
     assert all(0.0 <= float(line.split()[-1]) <= 1.0 for line in table)
     if name == "mnist":  # a second run loads the saved teacher
@@ -271,7 +343,8 @@ def test_tfds_example_runs(name, mock_tfds, tmp_path, capsys):
         again = capsys.readouterr().out
         assert "Loaded the teacher" in again
         assert [line for line in again.splitlines() if line.startswith("teacher")] == (
-            table[:1])
+            table[:1]
+        )
 
 
 def test_a_tfds_failure_on_a_prepared_data_set_is_a_clear_error(tmp_path, monkeypatch):
@@ -284,10 +357,13 @@ def test_a_tfds_failure_on_a_prepared_data_set_is_a_clear_error(tmp_path, monkey
         raise AssertionError("could not read the shards")
 
     monkeypatch.setattr(tfds, "load", failing_load)
-    with pytest.raises(ValueError, match=(
-        r"Expected tensorflow_datasets to read the prepared data set "
-        r"'dummy_mnist' .* split='train'\. Received this failure from TFDS "
-        r"instead: could not read the shards\. .*tfds build dummy_mnist "
-        rf"--data_dir {tmp_path} --overwrite"
-    )):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Expected tensorflow_datasets to read the prepared data set "
+            r"'dummy_mnist' .* split='train'\. Received this failure from TFDS "
+            r"instead: could not read the shards\. .*tfds build dummy_mnist "
+            rf"--data_dir {tmp_path} --overwrite"
+        ),
+    ):
         kd.tfds_data.load("dummy_mnist", "train", data_dir=str(tmp_path))

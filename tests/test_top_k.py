@@ -38,13 +38,17 @@ def token_model(width, name):
     ids = keras.Input((SEQ,), dtype="int32", name="token_ids")
     hidden = keras.layers.Embedding(VOCAB, width, name=f"{name}_embedding")(ids)
     hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(hidden)
-    return keras.Model(ids, keras.layers.Dense(VOCAB, name=f"{name}_logits")(hidden), name=name)
+    return keras.Model(
+        ids, keras.layers.Dense(VOCAB, name=f"{name}_logits")(hidden), name=name
+    )
 
 
 def token_data(n=24):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, VOCAB, size=(n, SEQ)).astype("int32")
-    mask = (np.arange(SEQ)[None] < rng.integers(2, SEQ + 1, size=(n, 1))).astype("float32")
+    mask = (np.arange(SEQ)[None] < rng.integers(2, SEQ + 1, size=(n, 1))).astype(
+        "float32"
+    )
     return ids, np.roll(ids, -1, axis=1), mask
 
 
@@ -88,7 +92,9 @@ def test_bad_top_k_is_refused():
         kd.LogitsDistillation(top_k=0)
     with pytest.raises(TypeError, match="top_k"):
         kd.LogitsDistillation(top_k=2.5)
-    with pytest.raises(ValueError, match=f"top_k <= the number of classes \\({VOCAB}\\)"):
+    with pytest.raises(
+        ValueError, match=f"top_k <= the number of classes \\({VOCAB}\\)"
+    ):
         kd.LogitsDistillation(top_k=VOCAB + 1).validate_outputs(logits(0), logits(1))
 
 
@@ -96,8 +102,12 @@ def test_top_k_distiller_round_trips(tmp_path):
     loss = kd.LogitsDistillation(2.0, loss="soft_cross_entropy", top_k=8)
     restored = kd.LogitsDistillation.from_config(loss.get_config())
     assert (restored.top_k, restored.loss) == (8, "soft_cross_entropy")
-    distiller = kd.Distiller(token_model(16, "teacher"), token_model(8, "student"), loss)
-    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller = kd.Distiller(
+        token_model(16, "teacher"), token_model(8, "student"), loss
+    )
+    distiller.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     ids, labels, mask = token_data()
     distiller.fit(ids, labels, sample_weight=mask, epochs=1, batch_size=12, verbose=0)
     distiller.save(tmp_path / "d.keras")
@@ -116,13 +126,21 @@ def test_top_k_cache_stores_k_per_token_and_trains_as_the_live_teacher(tmp_path)
     def fit(data, **kwargs):
         keras.utils.set_random_seed(3)
         distiller = kd.Distiller(teacher, token_model(8, "student"), losses)
-        distiller.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        distiller.compile(
+            "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
         history = distiller.fit(data, epochs=2, verbose=0, **kwargs).history
         return history, distiller.student.get_weights()
 
-    expected, expected_weights = fit(ids, y=labels, sample_weight=mask, batch_size=8, shuffle=False)
+    expected, expected_weights = fit(
+        ids, y=labels, sample_weight=mask, batch_size=8, shuffle=False
+    )
     cached = kd.cache_teacher_outputs(
-        teacher, (ids, labels, mask), losses, batch_size=8, shuffle=False,
+        teacher,
+        (ids, labels, mask),
+        losses,
+        batch_size=8,
+        shuffle=False,
         path=str(tmp_path / "top_k"),
     )
     x, _, _ = keras.utils.unpack_x_y_sample_weight(next(iter(cached)))
@@ -132,7 +150,8 @@ def test_top_k_cache_stores_k_per_token_and_trains_as_the_live_teacher(tmp_path)
     assert targets["top_k_indices"].dtype.name == "int32"
     np.testing.assert_allclose(  # the teacher's 4 largest logits, largest first
         targets["top_k_logits"].numpy(),
-        -np.sort(-as_numpy(teacher(ids[:8])), axis=-1)[..., :4], rtol=1e-6,
+        -np.sort(-as_numpy(teacher(ids[:8])), axis=-1)[..., :4],
+        rtol=1e-6,
     )
     history, weights = fit(cached)
     for key in ("loss", "student_loss", "distillation_loss"):
@@ -140,7 +159,10 @@ def test_top_k_cache_stores_k_per_token_and_trains_as_the_live_teacher(tmp_path)
     for a, b in zip(weights, expected_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     full = kd.cache_teacher_outputs(
-        teacher, (ids, labels, mask), [kd.LogitsDistillation(2.0)], batch_size=8,
+        teacher,
+        (ids, labels, mask),
+        [kd.LogitsDistillation(2.0)],
+        batch_size=8,
         path=str(tmp_path / "full"),
     )
     assert full is not None
@@ -155,8 +177,12 @@ def test_a_top_k_cache_is_refused_by_a_full_loss_and_mixed_losses_warn():
     cached = kd.cache_teacher_outputs(
         teacher, (ids, labels), kd.LogitsDistillation(top_k=4), batch_size=8
     )
-    distiller = kd.Distiller(teacher, token_model(8, "student"), kd.LogitsDistillation())
-    distiller.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller = kd.Distiller(
+        teacher, token_model(8, "student"), kd.LogitsDistillation()
+    )
+    distiller.compile(
+        "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     with pytest.raises(ValueError, match="top 4 logits per position"):
         distiller.fit(cached, epochs=1, verbose=0)
     mixed = [kd.LogitsDistillation(top_k=4), kd.DIST()]
@@ -171,5 +197,6 @@ def test_a_top_k_cache_is_refused_by_a_full_loss_and_mixed_losses_warn():
 def _disk_bytes(path):
     return sum(
         os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path) for name in names
+        for root, _, names in os.walk(path)
+        for name in names
     )

@@ -25,9 +25,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def _mlp(width, name):
     inputs = keras.Input((FEATURES,), name=f"{name}_input")
-    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
-        inputs
-    )
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(inputs)
     outputs = keras.layers.Dense(CLASSES, name=f"{name}_logits")(hidden)
     return keras.Model(inputs, outputs, name=name)
 
@@ -72,16 +70,18 @@ def _hypermodel(teacher, **kwargs):
 
 def _search(tuner, data, epochs=2):
     (x, y), validation = data
-    tuner.search(x, y, validation_data=validation, epochs=epochs, batch_size=32,
-                 verbose=0)
+    tuner.search(
+        x, y, validation_data=validation, epochs=epochs, batch_size=32, verbose=0
+    )
 
 
 def _dataset_shapes(path):
     shapes = []
     with h5py.File(path, "r") as f:
         f.visititems(
-            lambda _, obj: shapes.append(obj.shape)
-            if isinstance(obj, h5py.Dataset) else None
+            lambda _, obj: (
+                shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None
+            )
         )
     return shapes
 
@@ -94,8 +94,12 @@ def _assert_teacher_untouched(teacher, before):
 def test_random_search_shares_the_teacher(teacher, data, tmp_path):
     before = teacher.get_weights()
     tuner = kt.RandomSearch(
-        _hypermodel(teacher), objective="val_accuracy", max_trials=2, seed=1,
-        directory=tmp_path, project_name="random",
+        _hypermodel(teacher),
+        objective="val_accuracy",
+        max_trials=2,
+        seed=1,
+        directory=tmp_path,
+        project_name="random",
     )
     _search(tuner, data)
     trials = tuner.oracle.get_best_trials(2)
@@ -133,16 +137,21 @@ def test_random_search_shares_the_teacher(teacher, data, tmp_path):
 def test_bayesian_val_loss_is_the_student_loss(teacher, data, tmp_path):
     tuner = kt.BayesianOptimization(
         _hypermodel(teacher, temperature=[2.0, 4.0]),
-        objective="val_loss", max_trials=2, num_initial_points=1, seed=2,
-        directory=tmp_path, project_name="bayes",
+        objective="val_loss",
+        max_trials=2,
+        num_initial_points=1,
+        seed=2,
+        directory=tmp_path,
+        project_name="bayes",
     )
     _search(tuner, data)
     assert len(tuner.oracle.trials) == 2
     best_trial = tuner.oracle.get_best_trials(1)[0]
     assert best_trial.hyperparameters.values["temperature"] in (2.0, 4.0)
     best = tuner.get_best_models(1)[0]
-    assert best.student.get_layer("student_hidden").units == (
-        best_trial.hyperparameters.values["width"]
+    assert (
+        best.student.get_layer("student_hidden").units
+        == (best_trial.hyperparameters.values["width"])
     )
     # val_loss is the student's own loss, as the student alone reports it.
     _, (x_val, y_val) = data
@@ -154,14 +163,17 @@ def test_bayesian_val_loss_is_the_student_loss(teacher, data, tmp_path):
 
 
 @pytest.mark.slow
-def test_hyperband_continues_trials_from_student_checkpoints(
-    teacher, data, tmp_path
-):
+def test_hyperband_continues_trials_from_student_checkpoints(teacher, data, tmp_path):
     before = teacher.get_weights()
     tuner = kt.Hyperband(
         _hypermodel(teacher, alpha=[0.25, 0.75], temperature=(1.0, 4.0)),
-        objective="val_accuracy", max_epochs=2, factor=2,
-        hyperband_iterations=1, seed=3, directory=tmp_path, project_name="hb",
+        objective="val_accuracy",
+        max_epochs=2,
+        factor=2,
+        hyperband_iterations=1,
+        seed=3,
+        directory=tmp_path,
+        project_name="hb",
     )
     _search(tuner, data)
     trials = list(tuner.oracle.trials.values())
@@ -184,8 +196,12 @@ def test_resuming_a_search(teacher, data, tmp_path):
     def tuner(teacher, max_trials):
         return kt.RandomSearch(
             Counting(teacher, _build_student, loss=LOSS, metrics=["accuracy"]),
-            objective="val_accuracy", max_trials=max_trials, seed=4,
-            directory=tmp_path / "runs", project_name="resume", overwrite=False,
+            objective="val_accuracy",
+            max_trials=max_trials,
+            seed=4,
+            directory=tmp_path / "runs",
+            project_name="resume",
+            overwrite=False,
         )
 
     first = tuner(teacher, 1)
@@ -240,7 +256,9 @@ def test_trial_checkpoint_leaves_the_teacher_out(teacher, data, tmp_path):
 def test_trial_distiller_round_trips(teacher, data, tmp_path):
     (x, y), _ = data
     distiller = TrialDistiller(
-        teacher, _mlp(4, "student"), kd.LogitsDistillation(2.5),
+        teacher,
+        _mlp(4, "student"),
+        kd.LogitsDistillation(2.5),
         student_loss_weight=0.3,
     )
     distiller.compile(optimizer="adam", loss=LOSS)
@@ -263,19 +281,23 @@ def test_trial_distiller_round_trips(teacher, data, tmp_path):
 def test_build_with_fixed_values_and_a_model_student(teacher):
     student = _mlp(4, "student")
     hypermodel = kd.DistillerHyperModel(
-        teacher, student,
+        teacher,
+        student,
         distillation_losses=[kd.LogitsDistillation(), kd.RegressionDistillation()],
-        alpha=0.3, temperature={"min_value": 1.0, "max_value": 16.0,
-                                "sampling": "log"},
+        alpha=0.3,
+        temperature={"min_value": 1.0, "max_value": 16.0, "sampling": "log"},
         distillation_loss_weights=[1.0, (0.0, 2.0)],
         optimizer=keras.optimizers.SGD(0.1),
-        loss=LOSS, metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        loss=LOSS,
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
     )
     hp = kt.HyperParameters()
     first = hypermodel.build(hp)
     second = hypermodel.build(hp)
     assert set(hp.values) == {
-        "alpha", "temperature", "distillation_loss_weight_0",
+        "alpha",
+        "temperature",
+        "distillation_loss_weight_0",
         "distillation_loss_weight_1",
     }
     assert hp.values["alpha"] == 0.3
@@ -307,11 +329,14 @@ def test_keras_distillation_losses_are_accepted(teacher):
 
 def test_losses_from_a_function_and_untuned_values(teacher):
     hypermodel = kd.DistillerHyperModel(
-        teacher, _build_student,
+        teacher,
+        _build_student,
         distillation_losses=lambda hp: kd.RegressionDistillation(
             hp.Choice("distance", ["mse", "mae"])
         ),
-        alpha=None, temperature=None, loss=LOSS,
+        alpha=None,
+        temperature=None,
+        loss=LOSS,
     )
     hp = kt.HyperParameters()
     distiller = hypermodel.build(hp)
@@ -345,9 +370,7 @@ def test_bad_models_and_losses(teacher):
     with pytest.raises(TypeError, match="to return a keras.Model"):
         kd.DistillerHyperModel(teacher, lambda hp: None).build(kt.HyperParameters())
     with pytest.raises(ValueError, match="returned the teacher"):
-        kd.DistillerHyperModel(teacher, lambda hp: teacher).build(
-            kt.HyperParameters()
-        )
+        kd.DistillerHyperModel(teacher, lambda hp: teacher).build(kt.HyperParameters())
     shared = _mlp(4, "shared")
     reusing = kd.DistillerHyperModel(teacher, lambda hp: shared, loss=LOSS)
     reusing.build(kt.HyperParameters())
@@ -355,8 +378,10 @@ def test_bad_models_and_losses(teacher):
         reusing.build(kt.HyperParameters())
     with pytest.raises(ValueError, match="with a temperature"):
         kd.DistillerHyperModel(
-            teacher, _build_student,
-            distillation_losses=kd.RegressionDistillation(), loss=LOSS,
+            teacher,
+            _build_student,
+            distillation_losses=kd.RegressionDistillation(),
+            loss=LOSS,
         ).build(kt.HyperParameters())
     with pytest.raises(ValueError, match="one distillation loss weight spec"):
         _hypermodel(teacher, distillation_loss_weights=[1.0, 2.0]).build(

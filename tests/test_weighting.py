@@ -40,7 +40,9 @@ def batches(n=3, size=8):
 def test_matches_numpy_with_bias_corrected_running_mean():
     beta, scale, momentum, temperature = 0.7, 0.3, 0.8, 2.0
     loss = kd.DifficultyWeighted(
-        kd.LogitsDistillation(temperature), beta=beta, scale=scale,
+        kd.LogitsDistillation(temperature),
+        beta=beta,
+        scale=scale,
         momentum=momentum,
     )
     ema, updates = 0.0, 0
@@ -66,8 +68,10 @@ def test_matches_numpy_with_bias_corrected_running_mean():
         sample_weight * np_weights(per_sample, mean, beta, scale) * per_sample
     )
     got = loss.compute_loss(
-        teacher.astype("float32"), student.astype("float32"),
-        sample_weight=sample_weight, training=False,
+        teacher.astype("float32"),
+        student.astype("float32"),
+        sample_weight=sample_weight,
+        training=False,
     )
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
     assert float(loss.updates.numpy()) == 3
@@ -103,9 +107,7 @@ def test_weights_are_constants_for_the_gradient():
 
 def mlp(width, name):
     inputs = keras.Input((6,), name=f"{name}_input")
-    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(
-        inputs
-    )
+    hidden = keras.layers.Dense(width, activation="relu", name=f"{name}_hidden")(inputs)
     outputs = keras.layers.Dense(3, name=f"{name}_logits")(hidden)
     return keras.Model(inputs, outputs, name=name)
 
@@ -118,7 +120,11 @@ def test_in_distiller_updates_in_training_only_and_saves(tmp_path):
     distiller = kd.Distiller(mlp(16, "teacher"), mlp(4, "student"), loss)
     distiller.compile(optimizer="adam", loss=SPARSE_CE)
     history = distiller.fit(
-        x, y, batch_size=16, epochs=2, verbose=0,
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        verbose=0,
         callbacks=[
             kd.callbacks.TemperatureScheduler(kd.schedules.Piecewise([1], [4.0, 2.0]))
         ],
@@ -141,7 +147,8 @@ def test_in_distiller_updates_in_training_only_and_saves(tmp_path):
     assert float(restored.running_mean.numpy()) == running_mean
     assert float(restored.temperature.numpy()) == 2.0
     np.testing.assert_allclose(
-        loaded.evaluate(x, y, verbose=0), distiller.evaluate(x, y, verbose=0),
+        loaded.evaluate(x, y, verbose=0),
+        distiller.evaluate(x, y, verbose=0),
         rtol=1e-6,
     )
 
@@ -152,7 +159,8 @@ def test_config_round_trip_and_layer_names():
     )
     loss = kd.DifficultyWeighted(hint, beta=2.0, scale=-0.2, momentum=0.5)
     assert (loss.teacher_layer_name, loss.student_layer_name) == (
-        "teacher_hidden", "student_hidden"
+        "teacher_hidden",
+        "student_hidden",
     )
     assert loss.temperature is None
     rebuilt = keras.saving.deserialize_keras_object(

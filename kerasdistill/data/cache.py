@@ -267,7 +267,7 @@ def check_cached(x, teacher, layer_names):
         raise ValueError(
             "Expected teacher outputs cached for this Distiller's teacher "
             f"('{expected}'). Received a cache built for "
-            f"{[key[len(MARKER) + 1:] for key in keys]}. Rebuild it with "
+            f"{[key[len(MARKER) + 1 :] for key in keys]}. Rebuild it with "
             "kerasdistill.cache_teacher_outputs(distiller.teacher, data, "
             "distiller.distillation_losses), or fit on the inputs themselves."
         )
@@ -392,7 +392,8 @@ def _cast(structure, dtype):
     return tree.map_structure(
         lambda t: (
             np.asarray(t).astype(dtype)
-            if np.issubdtype(np.asarray(t).dtype, np.floating) else np.asarray(t)
+            if np.issubdtype(np.asarray(t).dtype, np.floating)
+            else np.asarray(t)
         ),
         structure,
     )
@@ -513,12 +514,22 @@ def _read_metadata(path):
 def _check_reusable(stored, wanted, path):
     differences = [
         f"{key}: cached {stored.get(key)!r}, wanted {wanted[key]!r}"
-        for key in ("format", "teacher", "teacher_params",
-                    "teacher_weights_sha256", "samples", "labels",
-                    "sample_weights", "dtype", "top_k")
+        for key in (
+            "format",
+            "teacher",
+            "teacher_params",
+            "teacher_weights_sha256",
+            "samples",
+            "labels",
+            "sample_weights",
+            "dtype",
+            "top_k",
+        )
         if stored.get(key) != wanted[key]
     ]
-    missing = [n for n in wanted["layer_names"] if n not in stored.get("layer_names", [])]
+    missing = [
+        n for n in wanted["layer_names"] if n not in stored.get("layer_names", [])
+    ]
     if missing:
         differences.append(
             f"layer_names: cached {stored.get('layer_names')}, wanted "

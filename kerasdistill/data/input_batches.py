@@ -33,9 +33,7 @@ class InputBatches:
 
     def __init__(self, data, batch_size):
         if data is None:
-            raise ValueError(
-                "Expected `data` to hold the inputs. Received: data=None."
-            )
+            raise ValueError("Expected `data` to hold the inputs. Received: data=None.")
         self.batch_size = batch_size
         self.data = data
         if is_tf_dataset(data):
@@ -81,7 +79,8 @@ class InputBatches:
         else:
             for start in range(0, self.samples, self.batch_size):
                 yield tree.map_structure(
-                    lambda a, s=start: a[s:s + self.batch_size], self.arrays,
+                    lambda a, s=start: a[s : s + self.batch_size],
+                    self.arrays,
                     none_is_leaf=False,
                 )
 
@@ -90,14 +89,16 @@ class InputBatches:
         samples, and whether there are labels and sample weights."""
         if self.kind == "arrays":
             _, y, sample_weight = self.arrays
-            return {"samples": self.samples, "labels": y is not None,
-                    "sample_weights": sample_weight is not None}
+            return {
+                "samples": self.samples,
+                "labels": y is not None,
+                "sample_weights": sample_weight is not None,
+            }
         samples, has_labels, has_weights = 0, False, False
         for x, y, sample_weight in self:
             samples += int(tree.flatten(x)[0].shape[0])
             has_labels, has_weights = y is not None, sample_weight is not None
-        return {"samples": samples, "labels": has_labels,
-                "sample_weights": has_weights}
+        return {"samples": samples, "labels": has_labels, "sample_weights": has_weights}
 
 
 def _numpy_batch(batch):

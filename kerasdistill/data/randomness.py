@@ -13,9 +13,7 @@ def _random_ops(dataset):
     """The random TensorFlow ops in `dataset`'s pipeline (augmentation)."""
     tf = input_batches.tf()
     try:
-        graph = tf.compat.v1.GraphDef.FromString(
-            dataset._as_serialized_graph().numpy()
-        )
+        graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
     except Exception:  # A pipeline that cannot be serialized: not checked.
         return []
     nodes = list(graph.node)
@@ -23,10 +21,15 @@ def _random_ops(dataset):
         nodes.extend(function.node_def)
     return sorted(
         {
-            node.op for node in nodes
+            node.op
+            for node in nodes
             if not node.op.endswith("Dataset")
-            and ("Random" in node.op or node.op.startswith("Stateful")
-                 or "TruncatedNormal" in node.op or "Multinomial" in node.op)
+            and (
+                "Random" in node.op
+                or node.op.startswith("Stateful")
+                or "TruncatedNormal" in node.op
+                or "Multinomial" in node.op
+            )
         }
     )
 
@@ -49,7 +52,8 @@ def warn_if_random(data):
 
 def augmentation_layers(model):
     return [
-        layer.name for layer in _all_layers(model)
+        layer.name
+        for layer in _all_layers(model)
         if type(layer).__name__.startswith("Random")
         or type(layer).__name__ in _AUGMENTATION_LAYERS
     ]

@@ -91,11 +91,14 @@ def load(name, split, data_dir=None, download=False, as_supervised=True):
         raise FileNotFoundError(_not_on_disk(name, builder, "downloading is off"))
     offline = _connection_error(ONLINE_PROBE_URL)
     if offline:
-        raise FileNotFoundError(_not_on_disk(
-            name, builder,
-            f"it cannot be downloaded: no connection to {ONLINE_PROBE_URL} "
-            f"({offline})",
-        ))
+        raise FileNotFoundError(
+            _not_on_disk(
+                name,
+                builder,
+                f"it cannot be downloaded: no connection to {ONLINE_PROBE_URL} "
+                f"({offline})",
+            )
+        )
     return tfds.load(name, download=True, **options)
 
 
@@ -172,9 +175,7 @@ def prepare(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def labeled_split(
-    name, labeled_fraction=0.2, seed=0, data_dir=None, download=False
-):
+def labeled_split(name, labeled_fraction=0.2, seed=0, data_dir=None, download=False):
     """A TFDS image classification set as arrays, with a labeled subset.
 
     The arrays of `kerasdistill.demo.digits_split`, from the data set's

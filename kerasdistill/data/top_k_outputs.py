@@ -32,9 +32,12 @@ def top_k_loss(distillation_losses, teacher):
     if not isinstance(distillation_losses, (list, tuple)):
         distillation_losses = [distillation_losses]
     losses = [keras_compat.as_distillation_loss(loss) for loss in distillation_losses]
-    readers = [loss for loss in losses if getattr(loss, "teacher_layer_name", None) is None]
+    readers = [
+        loss for loss in losses if getattr(loss, "teacher_layer_name", None) is None
+    ]
     top_k = [
-        loss for loss in readers
+        loss
+        for loss in readers
         if isinstance(loss, logits.LogitsDistillation) and loss.top_k is not None
     ]
     if not top_k:
@@ -43,7 +46,10 @@ def top_k_loss(distillation_losses, teacher):
     if len(top_k) < len(readers):
         others = sorted({type(loss).__name__ for loss in readers if loss not in top_k})
         reason = f"the losses {others} also read the teacher's full outputs"
-    elif len({(loss.from_logits, tuple(base.flat_specs(loss.loss))) for loss in top_k}) > 1:
+    elif (
+        len({(loss.from_logits, tuple(base.flat_specs(loss.loss))) for loss in top_k})
+        > 1
+    ):
         reason = "the top-k losses differ in `from_logits` or `loss`"
     else:
         outputs = checks.symbolic_outputs(teacher)

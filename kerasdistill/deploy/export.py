@@ -94,11 +94,13 @@ class ExportReport:
 
     def __str__(self):
         top1 = (
-            "" if self.top1_agreement is None
+            ""
+            if self.top1_agreement is None
             else f", top-1 agreement {self.top1_agreement:.1%}"
         )
         origin = (  # said when the student was not exported in-process by TF
-            "" if self.backend in (None, "tensorflow")
+            ""
+            if self.backend in (None, "tensorflow")
             else f" (from the {self.backend} student, via {self.route})"
         )
         return (
@@ -250,8 +252,7 @@ def export_student(
     path = os.fspath(path)
     if format == "tflite" and not path.endswith(".tflite"):
         raise ValueError(
-            "Expected a TFLite path ending in '.tflite'. Received: "
-            f"path={path!r}"
+            f"Expected a TFLite path ending in '.tflite'. Received: path={path!r}"
         )
     calibration = None
     if representative_data is not None:
@@ -267,12 +268,16 @@ def export_student(
     backend = keras.backend.backend()
     route = _route(backend, via)
     modules = (
-        export_worker.custom_modules(student, backend) if route == "tensorflow-subprocess" else []
+        export_worker.custom_modules(student, backend)
+        if route == "tensorflow-subprocess"
+        else []
     )
     _make_room(path, format, overwrite)
 
     settings = dict(
-        format=format, quantization=quantization, input_type=input_type,
+        format=format,
+        quantization=quantization,
+        input_type=input_type,
         output_type=output_type,
     )
     if route == "tensorflow-subprocess":
@@ -282,15 +287,27 @@ def export_student(
     else:
         export_kwargs = {"is_static": True} if backend == "jax" else {}
         exported = tf_files.export(
-            student, signature, path, settings, samples, calibration,
+            student,
+            signature,
+            path,
+            settings,
+            samples,
+            calibration,
             export_kwargs,
         )
     if format == "tflite":
         exported = tf_files.check_tflite(path, signature, samples)
     reference = _reference(student, samples)
     return _compare(
-        path, format, quantization, tolerance, classifier, reference,
-        exported, backend, route,
+        path,
+        format,
+        quantization,
+        tolerance,
+        classifier,
+        reference,
+        exported,
+        backend,
+        route,
     )
 
 
@@ -352,9 +369,12 @@ def _make_room(path, format, overwrite):
         )
     if format == "tflite" and os.path.isfile(path):
         return
-    if format == "saved_model" and os.path.isdir(path) and (
-        not os.listdir(path)
-        or os.path.exists(os.path.join(path, "saved_model.pb"))
+    if (
+        format == "saved_model"
+        and os.path.isdir(path)
+        and (
+            not os.listdir(path) or os.path.exists(os.path.join(path, "saved_model.pb"))
+        )
     ):
         shutil.rmtree(path)
         return
@@ -379,8 +399,15 @@ def _reference(student, samples):
 
 
 def _compare(
-    path, format, quantization, tolerance, classifier, reference, exported,
-    backend, route,
+    path,
+    format,
+    quantization,
+    tolerance,
+    classifier,
+    reference,
+    exported,
+    backend,
+    route,
 ):
     if not np.all(np.isfinite(reference)):
         raise ValueError(

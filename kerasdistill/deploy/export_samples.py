@@ -33,12 +33,15 @@ def as_samples(data, structure, name):
         return _as_array(data, structure, name)
     _check_structure(data, structure, name)
     paths = _paths(structure, name)
-    arrays = tree.pack_sequence_as(structure, [
-        _as_array(array, spec, path)
-        for array, spec, path in zip(
-            tree.flatten(_plain(data)), tree.flatten(structure), paths
-        )
-    ])
+    arrays = tree.pack_sequence_as(
+        structure,
+        [
+            _as_array(array, spec, path)
+            for array, spec, path in zip(
+                tree.flatten(_plain(data)), tree.flatten(structure), paths
+            )
+        ],
+    )
     counts = {path: len(array) for path, array in zip(paths, tree.flatten(arrays))}
     if len(set(counts.values())) > 1:
         raise ValueError(
@@ -64,13 +67,21 @@ def random_samples(structure):
                 "fixed-shape float tensor, so no inputs can be generated for "
                 "the parity check. Pass `sample_inputs` (or "
                 "`representative_data`)"
-                + (", a dict of arrays keyed by input name."
-                   if isinstance(structure, dict) else ".")
+                + (
+                    ", a dict of arrays keyed by input name."
+                    if isinstance(structure, dict)
+                    else "."
+                )
             )
-    return tree.pack_sequence_as(structure, [
-        rng.standard_normal((_RANDOM_SAMPLES,) + tuple(spec.shape)[1:]).astype(spec.dtype)
-        for spec in specs
-    ])
+    return tree.pack_sequence_as(
+        structure,
+        [
+            rng.standard_normal((_RANDOM_SAMPLES,) + tuple(spec.shape)[1:]).astype(
+                spec.dtype
+            )
+            for spec in specs
+        ],
+    )
 
 
 def take(samples, count):
@@ -105,10 +116,17 @@ def _dataset_inputs(dataset, structure, name):
                 f"of structure {tree.map_structure(lambda a: a.shape, element)}; "
                 "map the dataset to the student's single input."
             )
-        batches.append(tree.pack_sequence_as(structure, [
-            array[None] if np.ndim(array) == len(spec.shape) - 1 else array
-            for array, spec in zip(tree.flatten(_plain(element)), tree.flatten(structure))
-        ]))
+        batches.append(
+            tree.pack_sequence_as(
+                structure,
+                [
+                    array[None] if np.ndim(array) == len(spec.shape) - 1 else array
+                    for array, spec in zip(
+                        tree.flatten(_plain(element)), tree.flatten(structure)
+                    )
+                ],
+            )
+        )
     if not batches:
         raise ValueError(f"Expected `{name}` to hold samples. Received none.")
     return tree.map_structure(lambda *arrays: np.concatenate(arrays), *batches)
@@ -135,7 +153,8 @@ def _check_structure(data, structure, name):
         return
     if not isinstance(data, (list, tuple)) or len(data) != len(structure):
         received = (
-            f"{len(data)} arrays" if isinstance(data, (list, tuple))
+            f"{len(data)} arrays"
+            if isinstance(data, (list, tuple))
             else type(data).__name__
         )
         raise ValueError(

@@ -77,7 +77,9 @@ def _class_module(config):
     return module
 
 
-def export_in_subprocess(student, path, settings, samples, calibration, modules, backend):
+def export_in_subprocess(
+    student, path, settings, samples, calibration, modules, backend
+):
     with tempfile.TemporaryDirectory() as scratch:
         model_file = os.path.join(scratch, "student.keras")
         try:
@@ -88,8 +90,11 @@ def export_in_subprocess(student, path, settings, samples, calibration, modules,
         if calibration is not None:
             _save_arrays(os.path.join(scratch, "calibration.npz"), calibration)
         job = dict(
-            settings, model=model_file, path=os.path.abspath(path),
-            modules=modules, sys_path=[p or os.getcwd() for p in sys.path],
+            settings,
+            model=model_file,
+            path=os.path.abspath(path),
+            modules=modules,
+            sys_path=[p or os.getcwd() for p in sys.path],
         )
         with open(os.path.join(scratch, "job.json"), "w", encoding="utf-8") as file:
             json.dump(job, file)
@@ -183,16 +188,21 @@ class _Worker:
         env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="-1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env["PYTHONPATH"] = os.pathsep.join(
-            [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+            [package_root]
+            + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         )
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             [
-                sys.executable, "-c",
+                sys.executable,
+                "-c",
                 "from kerasdistill.deploy.export_worker import serve; serve()",
             ],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, text=True,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
         )
 
     def _stale(self, modules):
@@ -229,8 +239,11 @@ def _unsavable(error, backend):
         f"that loads such a copy. Received an error from Keras: {error}. "
         "Give its custom layers and models a get_config() and register them "
         "with keras.saving.register_keras_serializable"
-        + (", or pass via='backend' to export with jax2tf in this process."
-           if backend == "jax" else ".")
+        + (
+            ", or pass via='backend' to export with jax2tf in this process."
+            if backend == "jax"
+            else "."
+        )
     )
 
 
@@ -245,8 +258,11 @@ def _subprocess_error(result, backend):
             "in an importable module (not __main__), with a get_config() "
             "that takes every constructor argument, and give Lambda layers "
             "an output_shape"
-            + (", or pass via='backend' to export with jax2tf in this process."
-               if backend == "jax" else ".")
+            + (
+                ", or pass via='backend' to export with jax2tf in this process."
+                if backend == "jax"
+                else "."
+            )
         )
     return RuntimeError(
         f"Exporting the {backend} student in the TensorFlow-backend "
@@ -291,16 +307,22 @@ def _run_job(scratch):
         calibration_file = os.path.join(scratch, "calibration.npz")
         calibration = (
             _load_arrays(calibration_file, structure)
-            if os.path.exists(calibration_file) else None
+            if os.path.exists(calibration_file)
+            else None
         )
-        outputs = tf_files.export(model, signature, job["path"], job, samples, calibration, {})
+        outputs = tf_files.export(
+            model, signature, job["path"], job, samples, calibration, {}
+        )
         if outputs is not None:
             np.save(os.path.join(scratch, "outputs.npy"), outputs)
         result = {"ok": True}
     except Exception as error:  # noqa: BLE001 (reported to the caller)
         result = {
-            "ok": False, "stage": stage, "type": type(error).__name__,
-            "message": str(error), "traceback": traceback.format_exc(),
+            "ok": False,
+            "stage": stage,
+            "type": type(error).__name__,
+            "message": str(error),
+            "traceback": traceback.format_exc(),
         }
     with open(os.path.join(scratch, "result.json"), "w", encoding="utf-8") as file:
         json.dump(result, file)

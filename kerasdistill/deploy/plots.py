@@ -57,7 +57,10 @@ def training_summary(history):
 def describe_training(summary):
     """One line describing a `training_summary()`."""
     parts = [f"Training: {summary['epochs']} epochs"]
-    parts += [f"{k} {a:.3g} -> {b:.3g} (scheduled)" for k, (a, b) in summary["scheduled"].items()]
+    parts += [
+        f"{k} {a:.3g} -> {b:.3g} (scheduled)"
+        for k, (a, b) in summary["scheduled"].items()
+    ]
     parts += [f"{k} {v:.3g} (constant)" for k, v in summary["constant"].items()]
     final = {k: v for k, v in summary["final"].items() if k.startswith("val_")}
     if final:
@@ -74,7 +77,11 @@ def quality_vs_size(figures):
     axes = figure.add_subplot()
     for name, values in figures["models"].items():
         axes.scatter(
-            values["params"], values[metric], s=70, color=_COLORS[name], zorder=3,
+            values["params"],
+            values[metric],
+            s=70,
+            color=_COLORS[name],
+            zorder=3,
             label=f"{name}: {values['params']:,} params, "
             f"{values['size_bytes'] / 1024:.1f} KB, {values['latency_ms']:.2f} ms",
         )
@@ -98,8 +105,12 @@ def confidence(confidences):
     bins = np.linspace(0.0, 1.0, 21)
     for name, values in confidences.items():
         axes.hist(
-            values, bins=bins, weights=np.full(len(values), 1.0 / len(values)),
-            histtype="step", linewidth=2, color=_COLORS[name],
+            values,
+            bins=bins,
+            weights=np.full(len(values), 1.0 / len(values)),
+            histtype="step",
+            linewidth=2,
+            color=_COLORS[name],
             label=f"{name} (mean {np.mean(values):.2f})",
         )
     axes.set_xlabel("confidence (top-class probability)")
@@ -120,8 +131,12 @@ def errors(residuals):
     bins = np.linspace(low, high if high > low else low + 1.0, 31)
     for name, values in residuals.items():
         axes.hist(
-            values, bins=bins, weights=np.full(len(values), 1.0 / len(values)),
-            histtype="step", linewidth=2, color=_COLORS[name],
+            values,
+            bins=bins,
+            weights=np.full(len(values), 1.0 / len(values)),
+            histtype="step",
+            linewidth=2,
+            color=_COLORS[name],
             label=f"{name} (RMSE {np.sqrt(np.mean(np.square(values))):.3g})",
         )
     axes.axvline(0.0, color="black", linewidth=0.8)
@@ -139,9 +154,11 @@ def training_curves(history):
     metrics per epoch; validation values dashed for losses, solid for
     metrics (training metrics thin and dashed)."""
     epochs = _epoch_count(history)
-    metrics = list(dict.fromkeys(
-        _base(k) for k in history if not _is_loss(k) and not _is_hyperparameter(k)
-    ))
+    metrics = list(
+        dict.fromkeys(
+            _base(k) for k in history if not _is_loss(k) and not _is_hyperparameter(k)
+        )
+    )
     scheduled = [k for k, v in history.items() if _is_schedulable(k) and _varies(v)]
     figure = _figure(6.4 + 5.0 * bool(metrics) + 0.9 * len(scheduled), 4.2)
     axes = figure.add_subplot(1, 1 + bool(metrics), 1)
@@ -150,12 +167,19 @@ def training_curves(history):
         for key, style in ((base, "-"), ("val_" + base, "--")):
             if history.get(key):
                 handles += axes.plot(
-                    _x(history[key], epochs), history[key], style, color=color, label=key
+                    _x(history[key], epochs),
+                    history[key],
+                    style,
+                    color=color,
+                    label=key,
                 )
     for key, style in ((_TOTAL_LOSS, "-."), ("val_" + _TOTAL_LOSS, ":")):
         if history.get(key) and not _repeats(history, key):
             handles += axes.plot(
-                _x(history[key], epochs), history[key], style, color="black",
+                _x(history[key], epochs),
+                history[key],
+                style,
+                color="black",
                 label=key,
             )
     for i, key in enumerate(scheduled):
@@ -163,11 +187,17 @@ def training_curves(history):
         twin.spines["right"].set_position(("axes", 1.0 + 0.18 * i))
         color = _SCHEDULE_COLORS[i % len(_SCHEDULE_COLORS)]
         handles += twin.plot(
-            _x(history[key], epochs), history[key], ":", color=color,
-            linewidth=2, label=f"{key} (right axis)",
+            _x(history[key], epochs),
+            history[key],
+            ":",
+            color=color,
+            linewidth=2,
+            label=f"{key} (right axis)",
         )
         twin.set_ylabel(key, color=color)
-    losses = [value for key, values in history.items() if _is_loss(key) for value in values]
+    losses = [
+        value for key, values in history.items() if _is_loss(key) for value in values
+    ]
     if losses and min(losses) > 0 and max(losses) / min(losses) > 100:
         axes.set_yscale("log")
     axes.set_xlabel("epoch")
@@ -182,8 +212,12 @@ def training_curves(history):
             for key, style, width in ((base, "--", 1.0), ("val_" + base, "-", 2.0)):
                 if history.get(key):
                     metric_axes.plot(
-                        _x(history[key], epochs), history[key], style,
-                        color=color, linewidth=width, label=key,
+                        _x(history[key], epochs),
+                        history[key],
+                        style,
+                        color=color,
+                        linewidth=width,
+                        label=key,
                     )
         metric_axes.set_xlabel("epoch")
         metric_axes.set_title("Metrics")
@@ -230,14 +264,18 @@ def _is_hyperparameter(key):
 
 
 def _varies(values):
-    return bool(values) and max(values) - min(values) > 1e-6 * max(1.0, max(map(abs, values)))
+    return bool(values) and max(values) - min(values) > 1e-6 * max(
+        1.0, max(map(abs, values))
+    )
 
 
 def _repeats(history, key):
     """Whether `total_loss` (or `val_total_loss`) repeats `loss`."""
     same = history.get(key.replace(_TOTAL_LOSS, "loss"))
-    return same is not None and len(same) == len(history[key]) and bool(
-        np.allclose(same, history[key], rtol=1e-6, atol=1e-12)
+    return (
+        same is not None
+        and len(same) == len(history[key])
+        and bool(np.allclose(same, history[key], rtol=1e-6, atol=1e-12))
     )
 
 

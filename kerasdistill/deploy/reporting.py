@@ -248,7 +248,9 @@ def _as_batches(data, batch_size, model):
             f"Received: {x_count} inputs and {y_count} labels."
         )
     return [
-        tree.map_structure(lambda array, start=start: array[start : start + batch_size], (x, y))
+        tree.map_structure(
+            lambda array, start=start: array[start : start + batch_size], (x, y)
+        )
         for start in range(0, y_count, batch_size)
     ]
 
@@ -314,7 +316,9 @@ def _predict(models, batches):
                 )
             outputs[name].append(np.asarray(prediction))
     if first_batch is None:
-        raise ValueError("Expected data with at least one sample. Received an empty dataset.")
+        raise ValueError(
+            "Expected data with at least one sample. Received an empty dataset."
+        )
     outputs = {name: np.concatenate(values) for name, values in outputs.items()}
     return outputs, np.concatenate(labels), first_batch
 
@@ -490,7 +494,9 @@ def _table(figures):
 
 
 def _number(value):
-    return "-" if value is None else f"{value:.4g}" if abs(value) >= 10 else f"{value:.3f}"
+    return (
+        "-" if value is None else f"{value:.4g}" if abs(value) >= 10 else f"{value:.3f}"
+    )
 
 
 def _title(figures):
@@ -511,7 +517,9 @@ def _summary(figures):
         f"{metric} {versus['metric_delta']:+.3f} vs the teacher"
     )
     if "student_vs_baseline" in figures:
-        text += f", {figures['student_vs_baseline']['metric_delta']:+.3f} vs the baseline"
+        text += (
+            f", {figures['student_vs_baseline']['metric_delta']:+.3f} vs the baseline"
+        )
     better = "higher" if metric == "accuracy" else "lower"
     lines = [text + f" ({better} is better)."]
     if "training" in figures:
@@ -527,7 +535,9 @@ def _times(ratio, above, below):
 def _write(figures, arrays, history, path):
     os.makedirs(path, exist_ok=True)
     files = {}
-    name = "accuracy_vs_size" if figures["task"] == "classification" else "error_vs_size"
+    name = (
+        "accuracy_vs_size" if figures["task"] == "classification" else "error_vs_size"
+    )
     files["quality_vs_size"] = plots.save(
         plots.quality_vs_size(figures), os.path.join(path, f"{name}.png")
     )

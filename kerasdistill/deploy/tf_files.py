@@ -23,16 +23,16 @@ def input_signature(student):
     SavedModel's signature and of the TFLite signature runner."""
     symbolic = checks.symbolic_inputs(student) or []
     if isinstance(student, keras.Sequential) and symbolic:
-        signature = [_spec(tensor.shape, tensor.dtype, tensor.name) for tensor in symbolic]
+        signature = [
+            _spec(tensor.shape, tensor.dtype, tensor.name) for tensor in symbolic
+        ]
     elif symbolic and isinstance(student.input, dict):
         signature = [
             {key: _spec(t.shape, t.dtype, key) for key, t in student.input.items()}
         ]
     elif symbolic:
         signature = [
-            tree.map_structure(
-                lambda t: _spec(t.shape, t.dtype, t.name), student.input
-            )
+            tree.map_structure(lambda t: _spec(t.shape, t.dtype, t.name), student.input)
         ]
     else:
         shape = (student.get_build_config() or {}).get("input_shape")
@@ -82,19 +82,34 @@ def export(model, signature, path, settings, samples, calibration, export_kwargs
     runs)."""
     if settings["format"] == "saved_model":
         model.export(
-            path, format="tf_saved_model", verbose=False,
-            input_signature=signature, **export_kwargs,
+            path,
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=signature,
+            **export_kwargs,
         )
         return _run_saved_model(path, signature, samples)
     _write_tflite(
-        model, signature, path, settings["quantization"], calibration,
-        settings["input_type"], settings["output_type"], export_kwargs,
+        model,
+        signature,
+        path,
+        settings["quantization"],
+        calibration,
+        settings["input_type"],
+        settings["output_type"],
+        export_kwargs,
     )
     return None
 
 
 def _write_tflite(
-    model, signature, path, quantization, calibration, input_type, output_type,
+    model,
+    signature,
+    path,
+    quantization,
+    calibration,
+    input_type,
+    output_type,
     export_kwargs,
 ):
     """Keras' SavedModel export, then TensorFlow's TFLite converter: the
@@ -104,8 +119,11 @@ def _write_tflite(
 
     with tempfile.TemporaryDirectory() as saved_model:
         model.export(
-            saved_model, format="tf_saved_model", verbose=False,
-            input_signature=signature, **export_kwargs,
+            saved_model,
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=signature,
+            **export_kwargs,
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.target_spec.supported_ops = [
@@ -125,9 +143,7 @@ def _write_tflite(
                     yield [sample[None]] if None in sample else sample
 
             converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-            ]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.as_dtype(input_type)
             converter.inference_output_type = tf.as_dtype(output_type)
         flatbuffer = converter.convert()
@@ -176,9 +192,9 @@ def _run_tflite(path, signature, samples):
             f"Expected the TFLite signature to take the inputs {sorted(named)}. "
             f"Received a file whose signature takes {sorted(input_details)}."
         )
-    outputs = runner(**{
-        name: _quantize(array, input_details[name]) for name, array in named.items()
-    })
+    outputs = runner(
+        **{name: _quantize(array, input_details[name]) for name, array in named.items()}
+    )
     output_details = runner.get_output_details()
     (output_name,) = output_details
     return _dequantize(outputs[output_name], output_details[output_name])

@@ -81,10 +81,9 @@ class TrialDistiller(distiller.Distiller):
         if not training and y is not None and self.loss is not None:
             # Before the teacher runs: its forward pass may add losses.
             regularization = _training.regularization(self)
-            own = self._student_loss(
-                x, y, y_pred, sample_weight, regularization
-            ) + regularization
-        total = super().compute_loss(
-            x, y, y_pred, sample_weight, training=training
-        )
+            own = (
+                self._student_loss(x, y, y_pred, sample_weight, regularization)
+                + regularization
+            )
+        total = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         return total if own is None else own

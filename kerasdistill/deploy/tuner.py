@@ -140,7 +140,8 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                 )
             for i, spec in enumerate(distillation_loss_weights):
                 _check_spec(
-                    spec, f"distillation_loss_weights[{i}]",
+                    spec,
+                    f"distillation_loss_weights[{i}]",
                     checks.check_non_negative,
                 )
         self.teacher = teacher
@@ -161,8 +162,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         temperature = _hp_value(hp, "temperature", self.temperature)
         if temperature is not None:
             tempered = [
-                loss for loss in distillation_losses
-                if loss.temperature is not None
+                loss for loss in distillation_losses if loss.temperature is not None
             ]
             if not tempered:
                 raise ValueError(
@@ -208,8 +208,11 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             raise ValueError(
                 "Expected `student(hp)` to build a new model at each call, but "
                 "it returned "
-                + ("the teacher" if student is self.teacher else "a model it "
-                   "returned before")
+                + (
+                    "the teacher"
+                    if student is self.teacher
+                    else "a model it returned before"
+                )
                 + ", which the trials would share. Build the keras.Model "
                 "inside the function, or pass a model as `student` to have it "
                 "cloned for each trial."
@@ -255,8 +258,7 @@ def _check_spec(spec, name, check):
             check(value, name)
         if spec[0] >= spec[1]:
             raise ValueError(
-                f"Expected min_value < max_value in `{name}`. Received: "
-                f"{name}={spec!r}"
+                f"Expected min_value < max_value in `{name}`. Received: {name}={spec!r}"
             )
     elif isinstance(spec, list):
         if not spec:
@@ -298,8 +300,9 @@ def _hp_value(hp, name, spec):
 def _copy_loss(loss):
     """A new loss with the same configuration (and fresh state) for a trial."""
     return losses_base.copy_loss(
-        loss, fix="Pass `distillation_losses` as a function "
-        "`distillation_losses(hp)` that returns new losses."
+        loss,
+        fix="Pass `distillation_losses` as a function "
+        "`distillation_losses(hp)` that returns new losses.",
     )
 
 

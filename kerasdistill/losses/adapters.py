@@ -99,20 +99,32 @@ def _plan(student_shape, teacher_shape, match, batchnorm):
     rank = len(student_shape) + 1
     plan = []
     if differs and ("rank" in differs or rank not in _PROJECTIONS):
-        raise ValueError(_cannot(student_shape, teacher_shape, "their ranks differ"
-                                 if "rank" in differs else f"rank {rank} is not supported"))
+        raise ValueError(
+            _cannot(
+                student_shape,
+                teacher_shape,
+                "their ranks differ"
+                if "rank" in differs
+                else f"rank {rank} is not supported",
+            )
+        )
     if "spatial" in differs:
         if rank != 4:
-            raise ValueError(_cannot(
-                student_shape, teacher_shape,
-                "their lengths differ and only 2D feature maps are resized",
-            ))
+            raise ValueError(
+                _cannot(
+                    student_shape,
+                    teacher_shape,
+                    "their lengths differ and only 2D feature maps are resized",
+                )
+            )
         plan.append(_spatial_layer(student_shape[:2], teacher_shape[:2]))
     if "channels" in differs:
         if teacher_shape[-1] is None:
-            raise ValueError(_cannot(
-                student_shape, teacher_shape, "the teacher's channels are unknown"
-            ))
+            raise ValueError(
+                _cannot(
+                    student_shape, teacher_shape, "the teacher's channels are unknown"
+                )
+            )
         plan.append(lambda: _PROJECTIONS[rank](teacher_shape[-1]))
     if batchnorm:
         if "channels" not in differs or rank == 2:
@@ -139,16 +151,20 @@ def _describe(plan, rank):
 def _spatial_layer(student_size, teacher_size):
     """A function creating the pooling or resizing layer, once checked."""
     if None in (*student_size, *teacher_size):
-        raise ValueError(_cannot(
-            student_size, teacher_size,
-            "their heights or widths are unknown (give the models fixed "
-            "input sizes)",
-        ))
+        raise ValueError(
+            _cannot(
+                student_size,
+                teacher_size,
+                "their heights or widths are unknown (give the models fixed "
+                "input sizes)",
+            )
+        )
     if all(s > t and s % t == 0 for s, t in zip(student_size, teacher_size)):
         pool = tuple(s // t for s, t in zip(student_size, teacher_size))
         return lambda: keras.layers.AveragePooling2D(pool, dtype="float32")
-    return lambda: keras.layers.Resizing(*teacher_size, interpolation="bilinear",
-                                         dtype="float32")
+    return lambda: keras.layers.Resizing(
+        *teacher_size, interpolation="bilinear", dtype="float32"
+    )
 
 
 def _same(first, second):

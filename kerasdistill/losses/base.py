@@ -119,7 +119,10 @@ class DistillationLoss(keras.layers.Layer):
             A float32 scalar tensor.
         """
         values = self.per_sample_loss(
-            teacher_outputs, student_outputs, y_true=y_true, training=training,
+            teacher_outputs,
+            student_outputs,
+            y_true=y_true,
+            training=training,
             inputs=inputs,
         )
         values = ops.convert_to_tensor(values, dtype="float32")
@@ -128,7 +131,11 @@ class DistillationLoss(keras.layers.Layer):
         return reduction.weighted_mean(values, sample_weight)
 
     def per_sample_loss(
-        self, teacher_outputs, student_outputs, y_true=None, training=None,
+        self,
+        teacher_outputs,
+        student_outputs,
+        y_true=None,
+        training=None,
         inputs=None,
     ):
         """Returns the loss of each sample, shape `(batch,)`, in float32.

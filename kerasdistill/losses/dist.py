@@ -93,7 +93,10 @@ class DIST(logits.SingleOutputLogitsLoss):
 
     def call(self, teacher_outputs, student_outputs):
         return dist(
-            teacher_outputs, student_outputs, self.beta, self.gamma,
+            teacher_outputs,
+            student_outputs,
+            self.beta,
+            self.gamma,
             self._temperature,
         )
 
@@ -105,5 +108,7 @@ class DIST(logits.SingleOutputLogitsLoss):
 
 def _centered_unit(x, axis):
     x = x - ops.mean(x, axis=axis, keepdims=True)
-    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), 1e-16))
+    norm = ops.sqrt(
+        ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), 1e-16)
+    )
     return x / norm

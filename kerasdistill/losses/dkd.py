@@ -11,8 +11,9 @@ from kerasdistill.losses import standardization
 _MASK = 1e9
 
 
-def decoupled_kd(teacher_logits, student_logits, labels, alpha=1.0, beta=8.0,
-                 temperature=4.0):
+def decoupled_kd(
+    teacher_logits, student_logits, labels, alpha=1.0, beta=8.0, temperature=4.0
+):
     """Per-sample decoupled KD: `T^2 * (alpha * TCKD + beta * NCKD)`.
 
     TCKD is the KL divergence between the binary distributions
@@ -90,8 +91,15 @@ class DKD(logits.SingleOutputLogitsLoss):
         Sun et al., CVPR 2024. https://arxiv.org/abs/2403.01427
     """
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=4.0,
-                 logit_standardization=False, name=None, **kwargs):
+    def __init__(
+        self,
+        alpha=1.0,
+        beta=8.0,
+        temperature=4.0,
+        logit_standardization=False,
+        name=None,
+        **kwargs,
+    ):
         super().__init__(temperature, name=name, **kwargs)
         checks.check_non_negative(alpha, "alpha")
         checks.check_non_negative(beta, "beta")
@@ -111,14 +119,23 @@ class DKD(logits.SingleOutputLogitsLoss):
             teacher_outputs = standardization.standardize_logits(teacher_outputs)
             student_outputs = standardization.standardize_logits(student_outputs)
         return decoupled_kd(
-            teacher_outputs, student_outputs, y_true, self.alpha, self.beta,
+            teacher_outputs,
+            student_outputs,
+            y_true,
+            self.alpha,
+            self.beta,
             self._temperature,
         )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"alpha": self.alpha, "beta": self.beta,
-                       "logit_standardization": self.logit_standardization})
+        config.update(
+            {
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "logit_standardization": self.logit_standardization,
+            }
+        )
         return config
 
 

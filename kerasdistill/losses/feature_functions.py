@@ -218,7 +218,9 @@ def rkd_angle(teacher, student, delta=1.0):
         (1.0 - eye)[:, :, None] * (1.0 - eye)[:, None, :] * (1.0 - eye)[None, :, :]
     )
     huber = _huber(psi_s - psi_t, delta) * distinct
-    return ops.sum(huber, axis=(1, 2)) / ops.maximum(ops.sum(distinct, axis=(1, 2)), 1.0)
+    return ops.sum(huber, axis=(1, 2)) / ops.maximum(
+        ops.sum(distinct, axis=(1, 2)), 1.0
+    )
 
 
 def pkt(teacher, student):
@@ -310,6 +312,7 @@ PER_POSITION = {
     "mse": lambda teacher, student: ops.mean(ops.square(student - teacher), axis=-1),
 }
 
+
 def _flat(x):
     return ops.reshape(x, (ops.shape(x)[0], -1))
 
@@ -339,8 +342,8 @@ def _gram_of_batch(x):
 
 def _pairwise_squared_distances(x):
     squares = ops.sum(ops.square(x), axis=-1)
-    distances = squares[:, None] + squares[None, :] - 2.0 * ops.matmul(
-        x, ops.transpose(x)
+    distances = (
+        squares[:, None] + squares[None, :] - 2.0 * ops.matmul(x, ops.transpose(x))
     )
     return ops.maximum(distances, 0.0)
 

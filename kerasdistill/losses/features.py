@@ -105,8 +105,11 @@ class FeatureDistillation(base.DistillationLoss):
         self._loss_fn, self._match = _resolve_loss(loss)
         if isinstance(adapter, dict) and "class_name" in adapter:
             adapter = keras.saving.deserialize_keras_object(adapter)
-        if not (adapter is None or adapter == "auto"
-                or isinstance(adapter, keras.layers.Layer)):
+        if not (
+            adapter is None
+            or adapter == "auto"
+            or isinstance(adapter, keras.layers.Layer)
+        ):
             raise TypeError(
                 "Expected `adapter` to be 'auto', None or a keras Layer. "
                 f"Received: adapter={adapter!r} of type {type(adapter).__name__}"
@@ -126,7 +129,9 @@ class FeatureDistillation(base.DistillationLoss):
         self.loss = loss
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
-        self._adapter_mode = "layer" if isinstance(adapter, keras.layers.Layer) else adapter
+        self._adapter_mode = (
+            "layer" if isinstance(adapter, keras.layers.Layer) else adapter
+        )
         self.adapter_batchnorm = adapter_batchnorm
         self.mask = mask
         self.adapter = adapter if self._adapter_mode == "layer" else None
@@ -136,8 +141,13 @@ class FeatureDistillation(base.DistillationLoss):
         return self._values(teacher_outputs, student_outputs, training, inputs)
 
     def compute_loss(
-        self, teacher_outputs, student_outputs, sample_weight=None,
-        y_true=None, training=None, inputs=None,
+        self,
+        teacher_outputs,
+        student_outputs,
+        sample_weight=None,
+        y_true=None,
+        training=None,
+        inputs=None,
     ):
         per_sample, per_position = masking.split_sample_weight(sample_weight)
         if per_position is None:
@@ -145,8 +155,11 @@ class FeatureDistillation(base.DistillationLoss):
                 teacher_outputs, student_outputs, per_sample, y_true, training, inputs
             )
         values = self._values(
-            base.to_float32(teacher_outputs), base.to_float32(student_outputs),
-            training, inputs, per_position,
+            base.to_float32(teacher_outputs),
+            base.to_float32(student_outputs),
+            training,
+            inputs,
+            per_position,
         )
         return reduction.weighted_mean(values, per_sample)
 
@@ -154,8 +167,9 @@ class FeatureDistillation(base.DistillationLoss):
         """Per-sample values; padded positions (and per-position weights)
         are applied when `mask` is set or `position_weight` is given."""
         if self._adapted_shapes is None:
-            self._resolve(tuple(teacher.shape[1:]),
-                          tuple(student.shape[1:]), called_on=student)
+            self._resolve(
+                tuple(teacher.shape[1:]), tuple(student.shape[1:]), called_on=student
+            )
         if self.adapter is not None:
             student = ops.cast(self.adapter(student, training=training), "float32")
         if self.mask is None and position_weight is None:
@@ -183,7 +197,10 @@ class FeatureDistillation(base.DistillationLoss):
         return _mean_per_sample(self._loss_fn(teacher, student)) * factor
 
     def validate_outputs(self, teacher_outputs, student_outputs):
-        for outputs, role in ((teacher_outputs, "teacher"), (student_outputs, "student")):
+        for outputs, role in (
+            (teacher_outputs, "teacher"),
+            (student_outputs, "student"),
+        ):
             if not hasattr(outputs, "shape"):
                 raise ValueError(self._not_one_tensor(role, outputs))
 
@@ -210,18 +227,14 @@ class FeatureDistillation(base.DistillationLoss):
                     "student on a batch before creating the Distiller."
                 )
             return  # shapes are checked at the first step
-        self._check_shapes(
-            tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:])
-        )
+        self._check_shapes(tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:]))
 
     def build_for(self, teacher, student):
         """Builds the adapter for the tapped shapes (known from the symbolic
         outputs; for a subclassed model never called, at the first step)."""
         teacher_spec, student_spec = self._tapped_specs(teacher, student)
         if teacher_spec is not None and student_spec is not None:
-            self._resolve(
-                tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:])
-            )
+            self._resolve(tuple(teacher_spec.shape[1:]), tuple(student_spec.shape[1:]))
 
     def _tapped_specs(self, teacher, student):
         teacher_spec = taps.feature_spec(teacher, self.teacher_layer_name, "teacher")
@@ -296,8 +309,11 @@ class FeatureDistillation(base.DistillationLoss):
                     "and the student on a batch before creating the Distiller."
                 )
             self.adapter = adapters.build_adapter(
-                student_shape, teacher_shape, self._match,
-                self.adapter_batchnorm, name=f"{self.name}_adapter",
+                student_shape,
+                teacher_shape,
+                self._match,
+                self.adapter_batchnorm,
+                name=f"{self.name}_adapter",
             )
         self._adapted_shapes = (teacher_shape, student_shape)
 
@@ -393,4 +409,6 @@ def _tracing(tensor):
         import jax
 
         return isinstance(tensor, jax.core.Tracer)
-    return bool(getattr(tensor, "requires_grad", False) or getattr(tensor, "is_meta", False))
+    return bool(
+        getattr(tensor, "requires_grad", False) or getattr(tensor, "is_meta", False)
+    )

@@ -41,9 +41,7 @@ def as_distillation_loss(loss):
     if builtin is not None and isinstance(loss, builtin.LogitsDistillation):
         spec = tree.map_structure(_logits_loss_name, loss.loss)
         if all(s != "untranslatable" for s in tree.flatten(spec)):
-            return logits.LogitsDistillation(
-                temperature=loss.temperature, loss=spec
-            )
+            return logits.LogitsDistillation(temperature=loss.temperature, loss=spec)
     if builtin is not None and isinstance(loss, builtin.FeatureDistillation):
         flat = tree.flatten(loss.loss)
         if len(flat) == 1:
@@ -110,8 +108,15 @@ class KerasDistillationLoss(base.DistillationLoss):
         self.teacher_layer_name = getattr(loss, "teacher_layer_name", None)
         self.student_layer_name = getattr(loss, "student_layer_name", None)
 
-    def compute_loss(self, teacher_outputs, student_outputs, sample_weight=None,
-                     y_true=None, training=None, inputs=None):
+    def compute_loss(
+        self,
+        teacher_outputs,
+        student_outputs,
+        sample_weight=None,
+        y_true=None,
+        training=None,
+        inputs=None,
+    ):
         """The wrapped loss's value for the batch, scaled for the replicas
         of a distribution strategy; `y_true`, `training` and `inputs` are
         not the wrapped loss's arguments."""
@@ -122,7 +127,9 @@ class KerasDistillationLoss(base.DistillationLoss):
                 "fit(). Subclass kerasdistill.DistillationLoss and return one "
                 "value per sample from `call`, or fit without sample weights."
             )
-        value = ops.cast(self.loss.compute_loss(teacher_outputs, student_outputs), "float32")
+        value = ops.cast(
+            self.loss.compute_loss(teacher_outputs, student_outputs), "float32"
+        )
         return reduction.scale_for_replicas(value)
 
     def validate_outputs(self, teacher_outputs, student_outputs):

@@ -181,7 +181,8 @@ class LogitsDistillation(base.TemperedLoss):
             targets = {k: v[..., : self.top_k] for k, v in teacher_outputs.items()}
             spec = base.flat_specs(self.loss)[0]
             return _TOP_K_LOSSES[spec](
-                targets, self._log_if_probabilities(student_outputs),
+                targets,
+                self._log_if_probabilities(student_outputs),
                 self._temperature,
             )
 
@@ -236,8 +237,11 @@ class LogitsDistillation(base.TemperedLoss):
                 f"{type(self).__name__}(top_k={self.top_k}) received the "
                 f"teacher's top {cached} logits per position (a cache built "
                 "for a top-k loss), which cannot give "
-                + ("the full distributions" if self.top_k is None
-                   else f"its top {self.top_k}")
+                + (
+                    "the full distributions"
+                    if self.top_k is None
+                    else f"its top {self.top_k}"
+                )
                 + ". Rebuild the cache with kerasdistill."
                 "cache_teacher_outputs(teacher, data, distillation_losses) "
                 "given this Distiller's losses."
@@ -260,10 +264,14 @@ class LogitsDistillation(base.TemperedLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "loss": self.loss, "from_logits": self.from_logits, "top_k": self.top_k,
-            "logit_standardization": self.logit_standardization,
-        })
+        config.update(
+            {
+                "loss": self.loss,
+                "from_logits": self.from_logits,
+                "top_k": self.top_k,
+                "logit_standardization": self.logit_standardization,
+            }
+        )
         return config
 
 
@@ -272,7 +280,10 @@ class SingleOutputLogitsLoss(base.TemperedLoss):
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         name = type(self).__name__
-        for outputs, role in ((teacher_outputs, "teacher"), (student_outputs, "student")):
+        for outputs, role in (
+            (teacher_outputs, "teacher"),
+            (student_outputs, "student"),
+        ):
             if not hasattr(outputs, "shape") or len(outputs.shape) != 2:
                 raise ValueError(
                     f"{name} expects logits of shape (batch, classes) from "

@@ -19,8 +19,10 @@ _EPSILON = 1e-12
 
 def check_mask_key(mask, name):
     """Refuses a `mask` that is neither `None`, an input name nor an index."""
-    if mask is None or isinstance(mask, str) or (
-        isinstance(mask, int) and not isinstance(mask, bool) and mask >= 0
+    if (
+        mask is None
+        or isinstance(mask, str)
+        or (isinstance(mask, int) and not isinstance(mask, bool) and mask >= 0)
     ):
         return
     raise TypeError(
@@ -62,7 +64,9 @@ def padding_mask(inputs, mask, name):
     input `mask` (a dict key or a list index) of `inputs` holds."""
     if isinstance(mask, str):
         if not isinstance(inputs, dict) or mask not in inputs:
-            received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            received = (
+                sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            )
             raise ValueError(
                 f"{name}: expected the batch's inputs to be a dict with the "
                 f"padding mask under '{mask}'. Received: {received}. Name the "
@@ -120,7 +124,9 @@ def check_positions(feature, weights, name):
 def zero_padded(features, valid):
     """`features` with every padded position (where `valid` is 0) set to 0."""
     return tree.map_structure(
-        lambda x: x * ops.reshape(valid, (*ops.shape(valid), *[1] * (len(x.shape) - 2))),
+        lambda x: (
+            x * ops.reshape(valid, (*ops.shape(valid), *[1] * (len(x.shape) - 2)))
+        ),
         features,
     )
 

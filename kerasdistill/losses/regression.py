@@ -89,8 +89,10 @@ class RegressionDistillation(base.DistillationLoss):
     def __init__(self, loss="mse", delta=None, margin=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         checks.check_choice(loss, _REGRESSION_LOSSES, "loss")
-        for value, argument, owner in ((delta, "delta", "huber"),
-                                       (margin, "margin", "teacher_bounded")):
+        for value, argument, owner in (
+            (delta, "delta", "huber"),
+            (margin, "margin", "teacher_bounded"),
+        ):
             if value is not None and loss != owner:
                 raise ValueError(
                     f"Expected `{argument}` only with loss={owner!r}, which "
@@ -124,9 +126,7 @@ class RegressionDistillation(base.DistillationLoss):
                 return keras.losses.mean_absolute_error(teacher, student)
             if self.loss == "huber":
                 return keras.losses.huber(teacher, student, delta=self.delta)
-            return teacher_bounded_regression(
-                labels, teacher, student, self.margin
-            )
+            return teacher_bounded_regression(labels, teacher, student, self.margin)
 
         return base.sum_over_outputs(
             per_output, self.loss, teacher_outputs, student_outputs, y_true
@@ -145,9 +145,7 @@ class RegressionDistillation(base.DistillationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"loss": self.loss, "delta": self.delta, "margin": self.margin}
-        )
+        config.update({"loss": self.loss, "delta": self.delta, "margin": self.margin})
         return config
 
     @classmethod

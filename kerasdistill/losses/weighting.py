@@ -92,12 +92,20 @@ class DifficultyWeighted(base.DistillationLoss):
         self.teacher_layer_name = loss.teacher_layer_name
         self.student_layer_name = loss.student_layer_name
         self.running_mean = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, dtype="float32",
-            aggregation="mean", name="running_mean",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="float32",
+            aggregation="mean",
+            name="running_mean",
         )
         self.updates = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, dtype="float32",
-            aggregation="only_first_replica", name="updates",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="updates",
         )
 
     @property
@@ -117,18 +125,24 @@ class DifficultyWeighted(base.DistillationLoss):
         self.loss.temperature = value
 
     def call(
-        self, teacher_outputs, student_outputs, y_true=None, training=None,
+        self,
+        teacher_outputs,
+        student_outputs,
+        y_true=None,
+        training=None,
         inputs=None,
     ):
         values = self.loss.per_sample_loss(
-            teacher_outputs, student_outputs, y_true=y_true, training=training,
+            teacher_outputs,
+            student_outputs,
+            y_true=y_true,
+            training=training,
             inputs=inputs,
         )
         batch_mean = ops.stop_gradient(ops.mean(values))
         if training:
             self.running_mean.assign(
-                self.momentum * self.running_mean
-                + (1.0 - self.momentum) * batch_mean
+                self.momentum * self.running_mean + (1.0 - self.momentum) * batch_mean
             )
             self.updates.assign_add(1.0)
         mean = ops.where(

@@ -106,7 +106,9 @@ class ScheduleCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if not isinstance(self.model, self.drives):
             names = [f"kerasdistill.{cls.__name__}" for cls in self.drives]
-            names = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            names = " or ".join(
+                [", ".join(names[:-1]), names[-1]] if len(names) > 1 else names
+            )
             raise TypeError(
                 f"Expected {type(self).__name__} to drive the variables of a "
                 f"{names}. Received a model of type "
@@ -152,9 +154,7 @@ class ScheduleCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs[self.log_name] = float(
-                keras.ops.convert_to_numpy(self._variable)
-            )
+            logs[self.log_name] = float(keras.ops.convert_to_numpy(self._variable))
 
     def get_config(self):
         return {
@@ -166,9 +166,7 @@ class ScheduleCallback(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["schedule"] = keras.saving.deserialize_keras_object(
-            config["schedule"]
-        )
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
         return cls(**config)
 
     def _batch_step(self, batch):
@@ -305,10 +303,11 @@ class TemperatureScheduler(LossScheduleCallback):
 
     expected = "a temperature > 0"
 
-
     def _resolve(self, distiller):
         with_temperature = [
-            loss for loss in distiller.distillation_losses if loss.temperature is not None
+            loss
+            for loss in distiller.distillation_losses
+            if loss.temperature is not None
         ]
         if self.loss is None:
             if len(with_temperature) != 1:
@@ -330,9 +329,7 @@ class TemperatureScheduler(LossScheduleCallback):
                     f"{[loss.name for loss in with_temperature]}."
                 )
         name = (
-            "temperature"
-            if len(with_temperature) == 1
-            else f"{loss.name}_temperature"
+            "temperature" if len(with_temperature) == 1 else f"{loss.name}_temperature"
         )
         return loss.temperature, name
 
@@ -408,13 +405,14 @@ class GradientReversalScheduler(LossScheduleCallback):
 
     expected = "a reversal strength >= 0"
 
-
     def _resolve(self, distiller):
         if self.loss is not None:
             loss = _find_loss(distiller, self.loss, "GradientReversalScheduler")
             found = [loss] if _has_reversal(loss) else []
         else:
-            found = [loss for loss in distiller.distillation_losses if _has_reversal(loss)]
+            found = [
+                loss for loss in distiller.distillation_losses if _has_reversal(loss)
+            ]
         if len(found) != 1:
             raise ValueError(
                 "GradientReversalScheduler: expected one distillation loss "

@@ -45,8 +45,7 @@ class Schedule:
 
     def __call__(self, step):
         raise NotImplementedError(
-            f"{type(self).__name__} must implement `__call__(step)` "
-            "returning a float."
+            f"{type(self).__name__} must implement `__call__(step)` returning a float."
         )
 
     def get_config(self):
@@ -194,9 +193,7 @@ class ExponentialDecay(Schedule):
     ```
     """
 
-    def __init__(
-        self, start, rate, decay_steps=1, staircase=False, end=None, begin=0
-    ):
+    def __init__(self, start, rate, decay_steps=1, staircase=False, end=None, begin=0):
         checks.check_number(start, "start")
         checks.check_positive(rate, "rate")
         checks.check_integer(decay_steps, "decay_steps", minimum=1)

@@ -124,9 +124,7 @@ def dkd_warmup(warmup_epochs=20, weight=1.0, loss=0, verbose=0):
     checks.check_positive_int(warmup_epochs, "warmup_epochs")
     checks.check_non_negative(weight, "weight")
     return callbacks.LossWeightScheduler(
-        curves.WarmupHold(
-            weight, warmup_epochs - 1, start=weight / warmup_epochs
-        ),
+        curves.WarmupHold(weight, warmup_epochs - 1, start=weight / warmup_epochs),
         loss=loss,
         verbose=verbose,
     )
@@ -171,4 +169,3 @@ def curriculum_temperature(ramp_epochs=10, max_strength=1.0, verbose=0):
     return callbacks.GradientReversalScheduler(
         curves.Cosine(0.0, max_strength, steps=ramp_epochs), verbose=verbose
     )
-

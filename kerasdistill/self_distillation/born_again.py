@@ -161,7 +161,9 @@ def born_again(
             history = _fit(model, data, verbose, fit_kwargs)
         else:
             distiller = distiller_module.Distiller(
-                models[-1], model, [_copy_loss(loss) for loss in losses],
+                models[-1],
+                model,
+                [_copy_loss(loss) for loss in losses],
                 distillation_loss_weights=distillation_loss_weights,
                 student_loss_weight=student_loss_weight,
                 name=f"born_again_{generation}",
@@ -242,17 +244,18 @@ def _resolve_mode(model, monitor, mode):
             if isinstance(metric, _LOWER_IS_BETTER):
                 return "min"
     raise ValueError(
-        f"Expected mode=\"min\" or mode=\"max\" for monitor={monitor!r}: "
-        "mode=\"auto\" knows the direction of losses and of Keras's "
-        "built-in metrics only. Received mode=\"auto\". Pass mode=\"min\" "
-        "(lower is better) or mode=\"max\" (higher is better)."
+        f'Expected mode="min" or mode="max" for monitor={monitor!r}: '
+        'mode="auto" knows the direction of losses and of Keras\'s '
+        'built-in metrics only. Received mode="auto". Pass mode="min" '
+        '(lower is better) or mode="max" (higher is better).'
     )
 
 
 def _metric_classes(*names):
     """The `keras.metrics` classes of these names that this Keras has."""
     return tuple(
-        getattr(keras.metrics, name) for name in names
+        getattr(keras.metrics, name)
+        for name in names
         if isinstance(getattr(keras.metrics, name, None), type)
     )
 
@@ -260,21 +263,50 @@ def _metric_classes(*names):
 # Which way Keras's built-in metrics improve, from the public classes (Keras
 # records it only in a private attribute).
 _HIGHER_IS_BETTER = _metric_classes(
-    "Accuracy", "BinaryAccuracy", "CategoricalAccuracy",
-    "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
-    "SparseTopKCategoricalAccuracy", "AUC", "Precision", "Recall",
-    "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity",
-    "SpecificityAtSensitivity", "TruePositives", "TrueNegatives", "F1Score",
-    "FBetaScore", "R2Score", "IoU", "MeanIoU", "BinaryIoU", "OneHotIoU",
-    "OneHotMeanIoU", "CosineSimilarity", "PearsonCorrelation",
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy",
+    "AUC",
+    "Precision",
+    "Recall",
+    "PrecisionAtRecall",
+    "RecallAtPrecision",
+    "SensitivityAtSpecificity",
+    "SpecificityAtSensitivity",
+    "TruePositives",
+    "TrueNegatives",
+    "F1Score",
+    "FBetaScore",
+    "R2Score",
+    "IoU",
+    "MeanIoU",
+    "BinaryIoU",
+    "OneHotIoU",
+    "OneHotMeanIoU",
+    "CosineSimilarity",
+    "PearsonCorrelation",
     "ConcordanceCorrelation",
 )
 _LOWER_IS_BETTER = _metric_classes(
-    "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
-    "MeanSquaredLogarithmicError", "RootMeanSquaredError", "LogCoshError",
-    "Hinge", "SquaredHinge", "CategoricalHinge", "KLDivergence", "Poisson",
-    "BinaryCrossentropy", "CategoricalCrossentropy",
-    "SparseCategoricalCrossentropy", "FalsePositives", "FalseNegatives",
+    "MeanSquaredError",
+    "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
+    "MeanSquaredLogarithmicError",
+    "RootMeanSquaredError",
+    "LogCoshError",
+    "Hinge",
+    "SquaredHinge",
+    "CategoricalHinge",
+    "KLDivergence",
+    "Poisson",
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "FalsePositives",
+    "FalseNegatives",
 )
 
 
@@ -288,6 +320,7 @@ def _flat_metrics(model):
 def _copy_loss(loss):
     """Each generation gets a fresh loss (its own adapter, its own state)."""
     return losses_base.copy_loss(
-        loss, fix="Pass losses of kerasdistill (e.g. kerasdistill."
-        "LogitsDistillation()), or register yours as serializable."
+        loss,
+        fix="Pass losses of kerasdistill (e.g. kerasdistill."
+        "LogitsDistillation()), or register yours as serializable.",
     )

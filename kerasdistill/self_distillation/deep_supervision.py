@@ -116,8 +116,10 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         features = {
             layer: taps.feature_spec(model, layer, "model") for layer in head_layers
         }
-        heads = _default_heads(model, features) if heads is None else _check_heads(
-            heads, head_layers
+        heads = (
+            _default_heads(model, features)
+            if heads is None
+            else _check_heads(heads, head_layers)
         )
         self.model = model
         self.head_layers = list(head_layers)
@@ -173,8 +175,7 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         ```
         """
         _training.require_compile_loss(
-            loss, "DeepSupervision trains the final output and every head on "
-            "the labels"
+            loss, "DeepSupervision trains the final output and every head on the labels"
         )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
@@ -220,8 +221,9 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         ```
         """
         _training.require_labels(
-            y, "DeepSupervision learns from labels (the final output's loss "
-            "and every head's)"
+            y,
+            "DeepSupervision learns from labels (the final output's loss "
+            "and every head's)",
         )
         if y_pred is None:
             y_pred = self(x, training=training)

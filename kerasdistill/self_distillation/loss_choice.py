@@ -34,7 +34,7 @@ def distillation_loss_for(loss, progressive):
         raise ValueError(
             "Expected compile() to be given the model's loss: a SelfDistiller "
             "built without distillation_losses chooses its distillation loss "
-            f"from it. Received: loss=None. Pass e.g. loss=\"mse\" or "
+            f'from it. Received: loss=None. Pass e.g. loss="mse" or '
             "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
             f", or: {fix}"
         )
@@ -54,7 +54,9 @@ def distillation_loss_for(loss, progressive):
         if isinstance(resolved, cls) or resolved is function:
             return losses_module.RegressionDistillation(name)
     if isinstance(resolved, keras.losses.Huber):
-        return losses_module.RegressionDistillation("huber", delta=_huber_delta(resolved))
+        return losses_module.RegressionDistillation(
+            "huber", delta=_huber_delta(resolved)
+        )
     if resolved is keras.losses.huber:
         return losses_module.RegressionDistillation("huber")
     raise ValueError(
@@ -74,9 +76,13 @@ def _huber_delta(loss):
         return float(delta)
     errors = (2.0**20, 2.0**21)
     values = [
-        float(np.mean(ops.convert_to_numpy(
-            loss(np.zeros((1, 1), "float32"), np.full((1, 1), e, "float32"))
-        )))
+        float(
+            np.mean(
+                ops.convert_to_numpy(
+                    loss(np.zeros((1, 1), "float32"), np.full((1, 1), e, "float32"))
+                )
+            )
+        )
         for e in errors
     ]
     return float(f"{(values[1] - values[0]) / (errors[1] - errors[0]):.6g}")

@@ -96,7 +96,9 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         )
         for first, second in itertools.permutations(models, 2):
             checks.check_same_inputs(
-                first, second, (f"'{first.name}'", f"'{second.name}'"),
+                first,
+                second,
+                (f"'{first.name}'", f"'{second.name}'"),
                 expected="every model to take the same inputs",
                 fix="Build every model on the same keras.Input shapes.",
             )
@@ -139,8 +141,7 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         ```
         """
         _training.require_compile_loss(
-            loss, "MutualLearning trains each model on the labels and on its "
-            "peers"
+            loss, "MutualLearning trains each model on the labels and on its peers"
         )
         super().compile(
             optimizer=optimizer,
@@ -193,8 +194,9 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         ```
         """
         _training.require_labels(
-            y, "MutualLearning learns from labels (each model's own loss) "
-            "and from its peers"
+            y,
+            "MutualLearning learns from labels (each model's own loss) "
+            "and from its peers",
         )
         if y_pred is None:
             y_pred = self(x, training=training)
@@ -208,8 +210,12 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
             supervised = self._label_loss(x, y, output, sample_weight, regularization)
             peers = [
                 _training.distillation_value(
-                    self.distillation_loss, y_pred[peer.name], output, y,
-                    sample_weight, training,
+                    self.distillation_loss,
+                    y_pred[peer.name],
+                    output,
+                    y,
+                    sample_weight,
+                    training,
                 )
                 for peer in self.models
                 if peer is not model

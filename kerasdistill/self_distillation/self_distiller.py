@@ -171,7 +171,9 @@ class SelfDistiller(distiller_module.Distiller):
             snapshot_interval = 1 if snapshot_interval is None else snapshot_interval
             checks.check_positive_int(snapshot_interval, "snapshot_interval")
         else:
-            _refuse(snapshot_interval, "snapshot_interval", 'teacher="snapshot"', teacher)
+            _refuse(
+                snapshot_interval, "snapshot_interval", 'teacher="snapshot"', teacher
+            )
             ema_decay = 0.99 if ema_decay is None else ema_decay
             checks.check_open_unit_interval(ema_decay, "ema_decay")
         if progressive_alpha is None:
@@ -227,7 +229,9 @@ class SelfDistiller(distiller_module.Distiller):
                 _training.non_trainable("distillation_loss_weight_0", 1.0)
             ]
         self._ema_decay = (
-            None if ema_decay is None else _training.non_trainable("ema_decay", ema_decay)
+            None
+            if ema_decay is None
+            else _training.non_trainable("ema_decay", ema_decay)
         )
         self._ema_updates = (
             None if ema_decay is None else _training.non_trainable("ema_updates", 0.0)
@@ -246,7 +250,7 @@ class SelfDistiller(distiller_module.Distiller):
     def ema_decay(self, value):
         if self._ema_decay is None:
             raise ValueError(
-                "ema_decay applies to teacher=\"ema\" only. Received: "
+                'ema_decay applies to teacher="ema" only. Received: '
                 f"ema_decay={value} on a SelfDistiller with "
                 f'teacher="{self.teacher_type}". Build it with '
                 'teacher="ema" to average the weights.'
@@ -300,7 +304,9 @@ class SelfDistiller(distiller_module.Distiller):
             # loss's temperature variable (as Distiller.compile does).
             with distribute.scope(distribute.strategy_of(self)):
                 self._set_chosen_loss(
-                    loss_choice.distillation_loss_for(loss, self.progressive_alpha is not None)
+                    loss_choice.distillation_loss_for(
+                        loss, self.progressive_alpha is not None
+                    )
                 )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
@@ -354,8 +360,13 @@ class SelfDistiller(distiller_module.Distiller):
         else:
             callbacks = listed + [schedule]
         return super().fit(
-            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-            callbacks=callbacks, **kwargs,
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            **kwargs,
         )
 
     def load_own_variables(self, store):
@@ -363,8 +374,14 @@ class SelfDistiller(distiller_module.Distiller):
         has no `ema_updates` (it counted the optimizer's iterations), which
         is then read from the loaded optimizer when `fit()` starts."""
         own = [
-            v for v in (self._student_loss_weight, *self._distillation_loss_weights,
-                        self._ema_decay, self._ema_updates, self._teacher_ready)
+            v
+            for v in (
+                self._student_loss_weight,
+                *self._distillation_loss_weights,
+                self._ema_decay,
+                self._ema_updates,
+                self._teacher_ready,
+            )
             if v is not None
         ]
         if self._ema_updates is None or len(store.keys()) != len(own) - 1:
@@ -380,7 +397,8 @@ class SelfDistiller(distiller_module.Distiller):
         from kerasdistill.schedules import callbacks as callbacks_module
 
         schedulers = [
-            type(c).__name__ for c in callbacks
+            type(c).__name__
+            for c in callbacks
             if isinstance(c, callbacks_module.AlphaScheduler)
         ]
         if schedulers:
@@ -449,8 +467,7 @@ class SelfDistiller(distiller_module.Distiller):
                 "teacher": self.teacher_type,
                 "snapshot_interval": self.snapshot_interval,
                 "ema_decay": (
-                    None if self._ema_decay is None
-                    else _training.read(self._ema_decay)
+                    None if self._ema_decay is None else _training.read(self._ema_decay)
                 ),
                 "progressive_alpha": self.progressive_alpha,
                 "progressive_epochs": self.progressive_epochs,

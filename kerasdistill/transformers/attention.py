@@ -96,7 +96,8 @@ def attention_kl(teacher, student, valid=None, position_weight=None):
     """
     teacher, student, valid = _tensors(teacher, student, valid)
     divergence = teacher * (
-        ops.log(ops.maximum(teacher, _EPSILON)) - ops.log(ops.maximum(student, _EPSILON))
+        ops.log(ops.maximum(teacher, _EPSILON))
+        - ops.log(ops.maximum(student, _EPSILON))
     )
     rows = ops.mean(ops.sum(divergence, axis=-1), axis=1)  # (batch, queries)
     return masking.masked_mean(rows, valid, position_weight)
@@ -192,8 +193,13 @@ class AttentionDistillation(base.DistillationLoss):
         return self._values(teacher_outputs, student_outputs, inputs)
 
     def compute_loss(
-        self, teacher_outputs, student_outputs, sample_weight=None,
-        y_true=None, training=None, inputs=None,
+        self,
+        teacher_outputs,
+        student_outputs,
+        sample_weight=None,
+        y_true=None,
+        training=None,
+        inputs=None,
     ):
         per_sample, per_position = masking.split_sample_weight(sample_weight)
         if per_position is None:
@@ -201,8 +207,10 @@ class AttentionDistillation(base.DistillationLoss):
                 teacher_outputs, student_outputs, per_sample, y_true, training, inputs
             )
         values = self._values(
-            base.to_float32(teacher_outputs), base.to_float32(student_outputs),
-            inputs, per_position,
+            base.to_float32(teacher_outputs),
+            base.to_float32(student_outputs),
+            inputs,
+            per_position,
         )
         return reduction.weighted_mean(values, per_sample)
 
@@ -234,8 +242,10 @@ class AttentionDistillation(base.DistillationLoss):
         if any(spec is None for spec in specs.values()):
             return  # a subclassed model that was never built: checked in the step
         heads = {role: spec.shape[1] for role, spec in specs.items()}
-        if not self.average_heads and None not in heads.values() and (
-            heads["teacher"] != heads["student"]
+        if (
+            not self.average_heads
+            and None not in heads.values()
+            and (heads["teacher"] != heads["student"])
         ):
             raise ValueError(
                 f"{name}: expected the teacher's and the student's attention "

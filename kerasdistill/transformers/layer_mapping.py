@@ -97,27 +97,45 @@ def layer_mapping(
         teacher_embedding, student_embedding = _embeddings(
             embeddings, teacher, student, teacher_stack, student_stack
         )
-        losses.append(features.FeatureDistillation(
-            loss, teacher_embedding, student_embedding, adapter=adapter,
-            mask=mask, name="layer_map_embeddings",
-        ))
+        losses.append(
+            features.FeatureDistillation(
+                loss,
+                teacher_embedding,
+                student_embedding,
+                adapter=adapter,
+                mask=mask,
+                name="layer_map_embeddings",
+            )
+        )
     for teacher_layer, student_layer in pairs:
-        losses.append(features.FeatureDistillation(
-            loss, teacher_layer, student_layer, adapter=adapter, mask=mask,
-            name=f"layer_map_{_leaf(teacher_layer)}_to_{_leaf(student_layer)}",
-        ))
+        losses.append(
+            features.FeatureDistillation(
+                loss,
+                teacher_layer,
+                student_layer,
+                adapter=adapter,
+                mask=mask,
+                name=f"layer_map_{_leaf(teacher_layer)}_to_{_leaf(student_layer)}",
+            )
+        )
     for teacher_layer, student_layer in pairs if attention else ():
         heads = [
             taps.feature_spec(model, taps.attention_tap(name), role).shape[1]
             for model, name, role in (
-                (teacher, teacher_layer, "teacher"), (student, student_layer, "student")
+                (teacher, teacher_layer, "teacher"),
+                (student, student_layer, "student"),
             )
         ]
-        losses.append(attention_module.AttentionDistillation(
-            teacher_layer, student_layer, loss=attention,
-            average_heads=heads[0] != heads[1], mask=mask,
-            name=f"attention_map_{_leaf(teacher_layer)}_to_{_leaf(student_layer)}",
-        ))
+        losses.append(
+            attention_module.AttentionDistillation(
+                teacher_layer,
+                student_layer,
+                loss=attention,
+                average_heads=heads[0] != heads[1],
+                mask=mask,
+                name=f"attention_map_{_leaf(teacher_layer)}_to_{_leaf(student_layer)}",
+            )
+        )
     return losses
 
 
@@ -203,7 +221,11 @@ def _pairs(strategy, teacher_stack, student_stack):
 def _layer(key, stack, role):
     if isinstance(key, str):
         return key
-    if isinstance(key, int) and not isinstance(key, bool) and -len(stack) <= key < len(stack):
+    if (
+        isinstance(key, int)
+        and not isinstance(key, bool)
+        and -len(stack) <= key < len(stack)
+    ):
         return stack[key]
     raise ValueError(
         f"Expected each {role} layer of the strategy dict to be a layer name "
@@ -228,7 +250,8 @@ def _embeddings(embeddings, teacher, student, teacher_stack, student_stack):
             _embedding_layer(student, student_stack[0], "student"),
         )
     if (
-        isinstance(embeddings, (list, tuple)) and len(embeddings) == 2
+        isinstance(embeddings, (list, tuple))
+        and len(embeddings) == 2
         and all(isinstance(name, str) for name in embeddings)
     ):
         return tuple(embeddings)

@@ -93,8 +93,9 @@ def generate_transfer_set(
         )
     _check_int(batch_size, "batch_size")
     token_ids, padding_mask = _prompts(prompts, max_length)
-    generated = _generate(teacher, token_ids, padding_mask, sampler,
-                          stop_token_ids, batch_size, keras_hub)
+    generated = _generate(
+        teacher, token_ids, padding_mask, sampler, stop_token_ids, batch_size, keras_hub
+    )
     sequences, mask = generated["token_ids"], generated["padding_mask"].astype(bool)
     weights = mask[:, 1:].copy()
     if not loss_on_prompt:
@@ -123,14 +124,21 @@ def _keras_hub():
 
 def _check_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{name}` to be an integer >= 1. Received: {name}={value!r}")
+        raise ValueError(
+            f"Expected `{name}` to be an integer >= 1. Received: {name}={value!r}"
+        )
 
 
 def _prompts(prompts, max_length):
     """The prompts as `(token_ids int32, padding_mask bool)`, padded to
     `max_length`, after checking their shape and layout."""
-    if not isinstance(prompts, dict) or sorted(prompts) != ["padding_mask", "token_ids"]:
-        received = sorted(prompts) if isinstance(prompts, dict) else type(prompts).__name__
+    if not isinstance(prompts, dict) or sorted(prompts) != [
+        "padding_mask",
+        "token_ids",
+    ]:
+        received = (
+            sorted(prompts) if isinstance(prompts, dict) else type(prompts).__name__
+        )
         raise ValueError(
             "Expected `prompts` to be a dict {'token_ids': (n, length) ints, "
             "'padding_mask': (n, length)}, the inputs of a keras-hub CausalLM "
@@ -151,7 +159,9 @@ def _prompts(prompts, max_length):
         )
     padding_mask = padding_mask.astype(bool)
     lengths = padding_mask.sum(axis=1)
-    left_aligned = padding_mask == (np.arange(token_ids.shape[1])[None] < lengths[:, None])
+    left_aligned = padding_mask == (
+        np.arange(token_ids.shape[1])[None] < lengths[:, None]
+    )
     if len(token_ids) == 0 or lengths.min() < 1 or not left_aligned.all():
         raise ValueError(
             "Expected each prompt to hold at least one token, left-aligned: "
@@ -169,12 +179,15 @@ def _prompts(prompts, max_length):
             f"Received: max_length={max_length}. Pass a larger max_length."
         )
     pad = ((0, 0), (0, length - token_ids.shape[1]))
-    return (np.pad(token_ids.astype("int32"), pad),
-            np.pad(padding_mask, pad, constant_values=False))
+    return (
+        np.pad(token_ids.astype("int32"), pad),
+        np.pad(padding_mask, pad, constant_values=False),
+    )
 
 
-def _generate(teacher, token_ids, padding_mask, sampler, stop_token_ids,
-              batch_size, keras_hub):
+def _generate(
+    teacher, token_ids, padding_mask, sampler, stop_token_ids, batch_size, keras_hub
+):
     """`teacher.generate` batch by batch on token ids, with `sampler` and
     without a preprocessor for this call only (the teacher's own sampler,
     generate function and preprocessor are restored)."""
@@ -186,9 +199,13 @@ def _generate(teacher, token_ids, padding_mask, sampler, stop_token_ids,
     try:
         outputs = [
             teacher.generate(
-                {"token_ids": token_ids[i : i + batch_size],
-                 "padding_mask": padding_mask[i : i + batch_size]},
-                stop_token_ids=None if stop_token_ids is None else tuple(stop_token_ids),
+                {
+                    "token_ids": token_ids[i : i + batch_size],
+                    "padding_mask": padding_mask[i : i + batch_size],
+                },
+                stop_token_ids=None
+                if stop_token_ids is None
+                else tuple(stop_token_ids),
             )
             for i in range(0, len(token_ids), batch_size)
         ]

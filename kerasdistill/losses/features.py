@@ -6,16 +6,14 @@ import keras
 from keras import ops
 from keras import tree
 
-from kerasdistill import reduction
 from kerasdistill import taps
 from kerasdistill.losses import adapters
-from kerasdistill.losses import base
 from kerasdistill.losses import feature_functions
 from kerasdistill.losses import masking
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class FeatureDistillation(base.DistillationLoss):
+class FeatureDistillation(masking.PositionWeightedLoss):
     """Distills a teacher layer's output into a student layer's output.
 
     `loss` is one of the classic feature losses, by name:
@@ -139,29 +137,6 @@ class FeatureDistillation(base.DistillationLoss):
 
     def call(self, teacher_outputs, student_outputs, training=None, inputs=None):
         return self._values(teacher_outputs, student_outputs, training, inputs)
-
-    def compute_loss(
-        self,
-        teacher_outputs,
-        student_outputs,
-        sample_weight=None,
-        y_true=None,
-        training=None,
-        inputs=None,
-    ):
-        per_sample, per_position = masking.split_sample_weight(sample_weight)
-        if per_position is None:
-            return super().compute_loss(
-                teacher_outputs, student_outputs, per_sample, y_true, training, inputs
-            )
-        values = self._values(
-            base.to_float32(teacher_outputs),
-            base.to_float32(student_outputs),
-            training,
-            inputs,
-            per_position,
-        )
-        return reduction.weighted_mean(values, per_sample)
 
     def _values(self, teacher, student, training, inputs, position_weight=None):
         """Per-sample values; padded positions (and per-position weights)

@@ -14,7 +14,48 @@ and a sample weight by the number of positions.
 from keras import ops
 from keras import tree
 
+from kerasdistill import reduction
+from kerasdistill.losses import base
+
 _EPSILON = 1e-12
+
+
+class PositionWeightedLoss(base.DistillationLoss):
+    """A loss on sequences that takes a per-position `sample_weight`
+    `(batch, positions)` as well as a per-sample one: its
+    `_values(teacher, student, training=, inputs=, position_weight=)` gives
+    one value per sample with the positions weighted.
+
+    Example:
+
+    ```python
+    loss = kerasdistill.FeatureDistillation("mse", "t_seq", "s_seq", mask=None)
+    isinstance(loss, kerasdistill.losses.masking.PositionWeightedLoss)  # True
+    ```
+    """
+
+    def compute_loss(
+        self,
+        teacher_outputs,
+        student_outputs,
+        sample_weight=None,
+        y_true=None,
+        training=None,
+        inputs=None,
+    ):
+        per_sample, per_position = split_sample_weight(sample_weight)
+        if per_position is None:
+            return super().compute_loss(
+                teacher_outputs, student_outputs, per_sample, y_true, training, inputs
+            )
+        values = self._values(
+            base.to_float32(teacher_outputs),
+            base.to_float32(student_outputs),
+            training=training,
+            inputs=inputs,
+            position_weight=per_position,
+        )
+        return reduction.weighted_mean(values, per_sample)
 
 
 def check_mask_key(mask, name):

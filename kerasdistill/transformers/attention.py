@@ -15,9 +15,7 @@ those are refused, by name.
 import keras
 from keras import ops
 
-from kerasdistill import reduction
 from kerasdistill import taps
-from kerasdistill.losses import base
 from kerasdistill.losses import masking
 
 _EPSILON = 1e-12
@@ -107,7 +105,7 @@ ATTENTION_LOSSES = {"mse": attention_mse, "kl": attention_kl}
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class AttentionDistillation(base.DistillationLoss):
+class AttentionDistillation(masking.PositionWeightedLoss):
     """Distills a teacher attention layer's attention into a student's.
 
     Both layers are tapped with `return_attention_scores=True` in the
@@ -192,29 +190,7 @@ class AttentionDistillation(base.DistillationLoss):
     def call(self, teacher_outputs, student_outputs, inputs=None):
         return self._values(teacher_outputs, student_outputs, inputs)
 
-    def compute_loss(
-        self,
-        teacher_outputs,
-        student_outputs,
-        sample_weight=None,
-        y_true=None,
-        training=None,
-        inputs=None,
-    ):
-        per_sample, per_position = masking.split_sample_weight(sample_weight)
-        if per_position is None:
-            return super().compute_loss(
-                teacher_outputs, student_outputs, per_sample, y_true, training, inputs
-            )
-        values = self._values(
-            base.to_float32(teacher_outputs),
-            base.to_float32(student_outputs),
-            inputs,
-            per_position,
-        )
-        return reduction.weighted_mean(values, per_sample)
-
-    def _values(self, teacher, student, inputs, position_weight=None):
+    def _values(self, teacher, student, inputs, position_weight=None, training=None):
         for scores, role in ((teacher, "teacher"), (student, "student")):
             if len(scores.shape) != 4:
                 raise ValueError(

@@ -33,6 +33,7 @@ from kerasdistill.deploy.export import export_student
 from kerasdistill.deploy.reporting import format_report
 from kerasdistill.deploy.reporting import report
 from kerasdistill.distiller import Distiller
+from kerasdistill.labels import partial_labels
 from kerasdistill.losses import CTKD
 from kerasdistill.losses import DIST
 from kerasdistill.losses import DKD
@@ -102,6 +103,7 @@ __all__ = [
     "layer_mapping",
     "logit_losses",
     "losses",
+    "partial_labels",
     "recipes",
     "report",
     "schedules",

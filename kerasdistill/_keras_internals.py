@@ -1,6 +1,6 @@
-"""The one module that reads private Keras state, for what Keras has no
-public API for. `tests/test_keras_internals.py` fails loudly when a Keras
-release changes it.
+"""The one module that reads private Keras and TensorFlow state, for what
+they have no public API for. `tests/test_keras_internals.py` fails loudly
+when a release changes it.
 
 `layer_outputs_in_graph` finds a layer's output *inside one functional
 graph*. The public `layer.output` refuses a layer called more than once
@@ -9,8 +9,16 @@ built on it, a tap model), which does not make its output inside this graph
 ambiguous; and a layer called twice inside the graph must be told apart
 from that. `producer_of_first_argument` finds the layer feeding another
 inside one graph, for the same reason.
+
+The others: the `tf.distribute` strategy a model or variable was created
+under (`created_strategy`, `variable_strategy`), multi-worker detection and
+the multi-worker build (`spans_several_workers`, `MultiWorkerBuild`,
+`first_local_batch`), the ops of a `tf.data` pipeline (`dataset_ops`),
+Keras's output mask (`with_keras_mask`), and the optimizer path of configs
+saved under PyTorch (`CompileFromConfig`).
 """
 
+import keras
 from keras import tree
 
 
@@ -44,6 +52,13 @@ def created_strategy(model):
     return model._distribute_strategy
 
 
+def variable_strategy(variable):
+    """The strategy whose scope created `variable` (a `keras.Variable` or
+    a TensorFlow variable), or `None` if none did."""
+    value = variable.value if isinstance(variable, keras.Variable) else variable
+    return getattr(value, "_distribute_strategy", None)
+
+
 def spans_several_workers(strategy):
     """Whether a `MultiWorkerMirroredStrategy` runs on several workers
     (`tf.distribute` exposes this only privately)."""
@@ -72,11 +87,26 @@ class MultiWorkerBuild:
             and strategy is not None
             and spans_several_workers(strategy)
         ):
-            from kerasdistill import distribute
-
-            data_batch = distribute.first_local_batch(strategy, iterator)
+            data_batch = first_local_batch(strategy, iterator)
             iterator = None
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def first_local_batch(strategy, epoch_iterator):
+    """The first batch of this worker's first replica (`None` when the
+    `TFEpochIterator` given to `Model._maybe_symbolic_build` is empty)."""
+    import tensorflow as tf
+
+    for _, _, iterator in epoch_iterator:
+        return tree.map_structure(
+            lambda v: (
+                strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues)
+                else v
+            ),
+            next(iterator),
+        )
+    return None
 
 
 def producer_of_first_argument(graph, layer):
@@ -100,3 +130,70 @@ def producer_of_first_argument(graph, layer):
             ]
             return tensors[0]._keras_history.operation if tensors else None
     return None
+
+
+def dataset_ops(dataset):
+    """The names of the TensorFlow ops in a `tf.data.Dataset`'s pipeline
+    (its serialized graph and the functions it calls), or `None` when
+    TensorFlow cannot serialize the pipeline.
+
+    Example:
+
+    ```python
+    dataset_ops(tf.data.Dataset.range(3).map(lambda i: i * 2))  # [..."Mul"...]
+    ```
+    """
+    import tensorflow as tf
+
+    try:
+        serialized = dataset._as_serialized_graph()
+    except tf.errors.OpError:
+        return None
+    graph = tf.compat.v1.GraphDef.FromString(serialized.numpy())
+    nodes = list(graph.node)
+    for function in graph.library.function:
+        nodes.extend(function.node_def)
+    return [node.op for node in nodes]
+
+
+def with_keras_mask(tensor, mask):
+    """`tensor` with Keras's output mask set to `mask`: Keras's losses and
+    metrics leave out the entries where it is False (`apply_mask`), for
+    weighted and unweighted metrics alike. Set it on a tensor of your own
+    (a copy): it is an attribute of that tensor object.
+
+    Example:
+
+    ```python
+    masked = with_keras_mask(keras.ops.copy(y_pred), has_label > 0)
+    ```
+    """
+    from keras.src.backend.common.masking import set_keras_mask
+
+    set_keras_mask(tensor, mask)
+    return tensor
+
+
+class CompileFromConfig:
+    """The `compile_from_config` of the models that train a student: it
+    builds the optimizer, so that its saved variables load.
+
+    Keras saves an optimizer trained under PyTorch as its backend class
+    (`keras.src.backend.torch.optimizers...`), which JAX and TensorFlow load
+    but cannot run (Keras 3.15, plain models too); the public
+    `keras.optimizers` class of the same name is loaded instead."""
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (used when loading)."""
+        config = dict(config, optimizer=_portable(config.get("optimizer")))
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
+def _portable(config):
+    if isinstance(config, dict):
+        config = {key: _portable(value) for key, value in config.items()}
+        if str(config.get("module", "")).startswith("keras.src.backend."):
+            config["module"] = "keras.optimizers"
+    return config

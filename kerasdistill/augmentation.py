@@ -16,6 +16,8 @@ import keras
 from keras import ops
 from keras import tree
 
+from kerasdistill import checks
+from kerasdistill import labels as labels_module
 from kerasdistill import taps
 from kerasdistill.data import cache
 from kerasdistill.data import input_batches
@@ -23,6 +25,15 @@ from kerasdistill.data import input_batches
 
 class TrainingView:
     """Makes a training step's inputs: `augmentation`, then `mixing`.
+
+    `keras.layers.MixUp` mixes inputs of any rank with float values (images,
+    signals, tabular rows, sequences of vectors): each sample becomes
+    `w * x_i + (1 - w) * x_j` and so does its label, with `w ~ Beta(alpha,
+    alpha)` drawn and `j` permuted as Keras's layer draws them (its `alpha`
+    and seed generator); Keras's own layer is image-only, so the
+    combination is written here in `keras.ops`. `keras.layers.CutMix` pastes
+    image patches and stays image-only. Inputs of integer token ids are
+    refused: a convex combination of ids means nothing.
 
     Args:
         augmentation: A `keras.layers.Layer` (or model) applied with
@@ -52,24 +63,32 @@ class TrainingView:
     def make(self, inputs):
         """Returns `(view, transformation)`: the augmented, mixed inputs
         and the mixing transformation (`None` without mixing)."""
-        if cache.is_cached(inputs):
-            raise ValueError(_CACHED_MESSAGE)
         view = inputs
         if self.augmentation is not None:
             view = self.augmentation(view, training=True)
         if self.mixing is None:
             return view, None
-        transformation = self.mixing.get_random_transformation(view, training=True)
-        return self.mixing.transform_images(view, transformation, training=True), (
-            transformation
-        )
+        if isinstance(self.mixing, keras.layers.CutMix):
+            transformation = self.mixing.get_random_transformation(view, training=True)
+            return (
+                self.mixing.transform_images(view, transformation, training=True),
+                transformation,
+            )
+        transformation = _mix_up_transformation(self.mixing, view)
+        return _mix(view, transformation), transformation
 
-    def mix_labels(self, labels, transformation):
-        """The labels mixed as the inputs were; they must be one-hot or
-        soft, float `(batch, classes)`."""
+    def mix_labels(self, labels, has_label, transformation):
+        """`(labels, has_label)` mixed as the inputs were: the labels must
+        be one-hot or soft, float `(batch, classes)`; a mixed sample has a
+        label when both samples it mixes have one (`has_label` `None`: all
+        do)."""
         _check_soft_labels(labels.shape, labels.dtype, type(self.mixing).__name__)
-        labels = ops.cast(labels, "float32")
-        return self.mixing.transform_labels(labels, transformation, training=True)
+        labels = _mix(ops.cast(labels, "float32"), transformation)
+        if has_label is not None:
+            has_label = has_label * ops.take(
+                has_label, transformation["permutation_order"], axis=0
+            )
+        return labels, has_label
 
     def check_fit(self, x, y):
         """Before `fit()`: refuses cached teacher outputs, and integer
@@ -79,14 +98,38 @@ class TrainingView:
         if input_batches.is_tf_dataset(x):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
         if cache.is_cached(x):
-            raise ValueError(_CACHED_MESSAGE)
+            raise ValueError(CACHED_MESSAGE)
+        if labels_module.is_partial(y):  # arrays or a dataset's spec
+            y = y[labels_module.LABELS]
         if self.mixing is not None and y is not None and not tree.is_nested(y):
             dtype = getattr(y, "dtype", None)
             if hasattr(y, "shape") and dtype is not None:
                 _check_soft_labels(y.shape, dtype, type(self.mixing).__name__)
 
 
-_CACHED_MESSAGE = (
+def _mix_up_transformation(mix_up, inputs):
+    """MixUp's permutation and Beta(alpha, alpha) weights for a batch of
+    any rank, drawn as `keras.layers.MixUp.get_random_transformation`
+    draws them for images."""
+    batch = ops.shape(inputs)[0]
+    permutation = keras.random.shuffle(
+        ops.arange(0, batch, dtype="int64"), seed=mix_up.generator
+    )
+    weight = keras.random.beta(
+        (batch,), mix_up.alpha, mix_up.alpha, seed=mix_up.generator
+    )
+    return {"mix_weight": weight, "permutation_order": permutation}
+
+
+def _mix(values, transformation):
+    """`w * values + (1 - w) * values[permutation]`, sample by sample."""
+    weight = ops.cast(transformation["mix_weight"], values.dtype)
+    weight = ops.reshape(weight, (-1, *[1] * (len(values.shape) - 1)))
+    shuffled = ops.take(values, transformation["permutation_order"], axis=0)
+    return weight * values + (1.0 - weight) * shuffled
+
+
+CACHED_MESSAGE = (
     "Expected inputs, not cached teacher outputs, for a Distiller with an "
     "`augmentation` or `mixing` layer: the teacher must see the augmented "
     "view of each step, which a cache (computed once, on the inputs as "
@@ -150,13 +193,27 @@ def _check_mixing(mixing, student):
             f"{type(mixing).__name__}. Pass other augmentation as "
             "`augmentation=`."
         )
+    for spec in checks.symbolic_inputs(student) or []:
+        if "int" in keras.backend.standardize_dtype(spec.dtype):
+            raise ValueError(
+                f"Expected float inputs for {type(mixing).__name__}, which "
+                "mixes inputs as convex combinations. Received a student "
+                f"with {spec.dtype} inputs of shape {tuple(spec.shape)} "
+                "(token ids?), whose combination means nothing. Leave "
+                "`mixing` out, or mix embeddings inside the model."
+            )
     spec = _student_input_spec(student)
-    if spec is not None and len(spec.shape) != 4:
+    if (
+        isinstance(mixing, keras.layers.CutMix)
+        and spec is not None
+        and len(spec.shape) != 4
+    ):
         raise ValueError(
             f"Expected image inputs (batch, height, width, channels) for "
-            f"{type(mixing).__name__}. Received a student with inputs of shape "
-            f"{tuple(spec.shape)}. Give the student image inputs (a "
-            "keras.layers.Reshape or Flatten inside it), or leave `mixing` out."
+            f"CutMix, which pastes image patches. Received a student with "
+            f"inputs of shape {tuple(spec.shape)}. Use keras.layers.MixUp() "
+            "(any input rank), give the student image inputs, or leave "
+            "`mixing` out."
         )
 
 

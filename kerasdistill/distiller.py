@@ -1,11 +1,32 @@
 """The `Distiller`: a `keras.Model` that trains a student from a frozen
 teacher with `compile()` / `fit()`, on every Keras backend.
 
-It overrides `call` and `compute_loss` and leaves the train and test steps
-to Keras's own trainers (TensorFlow, JAX, PyTorch). `call` runs the student
-once, with its tapped layers; `compute_loss` reads those features from the
-same pass (`taps.PassRecord`), runs the teacher once and combines the
-losses.
+It overrides `call`, `compute_loss` and `compute_metrics` and leaves the
+train and test steps to Keras's own trainers (TensorFlow, JAX, PyTorch),
+which call `y_pred = model(x, training=True)`, then `compute_loss(x, y,
+y_pred, ...)` and `compute_metrics(x, y, y_pred, ...)`. One training step,
+in order:
+
+1. inputs: `x`, or the inputs of a batch of cached teacher outputs;
+2. view: the `augmentation` / `mixing` layers make the inputs both
+   networks see (the inputs themselves without them);
+3. taps: `call` runs the student once on the view, with its tapped layers,
+   and returns it all as a `StudentPass`, which Keras passes on as
+   `y_pred`; `compute_loss` runs the teacher once on the same view (or
+   reads its cached outputs);
+4. losses: each distillation loss on the teacher's and the student's
+   outputs or tapped features, and the compiled loss on the labels (mixed
+   as the inputs were);
+5. weighted sum: `alpha * student_loss + (1 - alpha) * sum_i w_i *
+   distillation_loss_i`, plus the student's regularization losses; Keras
+   takes the gradients with respect to the trainable weights (the
+   student's and its adapters').
+
+Everything a step uses travels in Keras's arguments or in variables
+(alpha, the loss weights, the temperatures) read inside the compiled step.
+Outside training, `call` returns the student's plain outputs, and
+`compute_loss` runs the tapped student again when a loss needs its
+features.
 """
 
 import inspect
@@ -15,20 +36,26 @@ from keras import ops
 from keras import tree
 
 from kerasdistill import _keras_internals
-from kerasdistill import _training
 from kerasdistill import augmentation as augmentation_module
 from kerasdistill import checks
 from kerasdistill import distribute
+from kerasdistill import labels as labels_module
+from kerasdistill import logs as logs_module
+from kerasdistill import model_configs
 from kerasdistill import reduction
 from kerasdistill import taps
 from kerasdistill import teachers as teachers_module
+from kerasdistill import variables
 from kerasdistill.data import cache
+from kerasdistill.data import semi_supervised
+from kerasdistill.losses import base
 from kerasdistill.losses import keras_compat
+from kerasdistill.student_pass import StudentPass
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class Distiller(
-    _keras_internals.MultiWorkerBuild, _training.CompileFromConfig, keras.Model
+    _keras_internals.MultiWorkerBuild, _keras_internals.CompileFromConfig, keras.Model
 ):
     """Trains `student` to imitate a frozen `teacher` and fit the labels.
 
@@ -36,30 +63,29 @@ class Distiller(
 
         alpha * student_loss + (1 - alpha) * sum_i(w_i * distillation_loss_i)
 
-    plus the student's regularization losses, where `alpha` is
-    `student_loss_weight`, `student_loss` is the `loss` given to `compile()`
-    and `w_i` are `distillation_loss_weights`. On a batch without labels (a
-    transfer set) the loss is the distillation term alone. Each training step
-    runs the teacher once (`training=False`) and the student once, whatever
-    layers the losses tap. `alpha`, the loss weights and every temperature
-    are non-trainable variables: assigning them between epochs (or from a
-    callback) takes effect without tracing the train function again.
+    plus the student's regularization losses (`alpha`: `student_loss_weight`;
+    `student_loss`: the `loss` given to `compile()`; `w_i`:
+    `distillation_loss_weights`). A `fit()` on inputs without labels (a
+    transfer set) trains on the distillation term alone, and so does its
+    validation `loss` (`val_student_loss` still reports the labels' loss).
+    With partial labels (`kerasdistill.partial_labels`,
+    `kerasdistill.data.labeled_and_unlabeled`) the student loss is the mean
+    over the labeled samples, the distillation loss the mean over all. Each
+    training step runs the teacher (`training=False`) and the student once,
+    whatever layers the losses tap. `alpha`, the loss weights and every
+    temperature are non-trainable variables: assigning them (or a callback)
+    takes effect without tracing the train function again. The module
+    docstring gives the step's order, `kerasdistill.logs` what History logs.
 
-    The constructor is that of `keras.distillation.Distiller`, and
-    `keras.distillation` loss objects are accepted. `call()`, `predict()` and
-    `evaluate()` use the student; the teacher is never updated (it is set
-    non-trainable). `fit()` and `evaluate()` also take the dataset of
-    `kerasdistill.cache_teacher_outputs`, on which the teacher does not run,
-    and `evaluate_with_teacher = False` leaves the teacher out of evaluation.
-
-    Several teachers may be given as a list: each runs once per step, and
-    with `teacher_combination="average"` their outputs and tapped features
-    are averaged (weighted by `teacher_weights`) before the losses, while
-    with `"per_teacher"` each loss is computed against every teacher and
-    the results are averaged by the same weights.
-
-    `augmentation` / `mixing` make one random view per training step, fed
-    to both networks (Beyer et al. 2022; docs/augmentation.md).
+    The constructor is that of `keras.distillation.Distiller`, whose loss
+    objects are accepted. `predict()` and `evaluate()` use the student; the
+    teacher is frozen. `fit()` and `evaluate()` also take the cache of
+    `kerasdistill.cache_teacher_outputs` (the teacher does not run), and
+    `evaluate_with_teacher = False` leaves the teacher out of evaluation.
+    Several teachers may be given as a list: with
+    `teacher_combination="average"` their outputs and features are averaged
+    (by `teacher_weights`) before the losses; with `"per_teacher"` each loss
+    is computed against every teacher and the results averaged.
 
     Args:
         teacher: A trained `keras.Model`, or a list of them.
@@ -78,8 +104,9 @@ class Distiller(
             RandomTranslation(0.1, 0.1)`) applied to each training batch;
             saved with the Distiller, never part of the student. Not with
             cached teacher outputs.
-        mixing: `keras.layers.MixUp()` or `CutMix()`, after `augmentation`,
-            on images; the labels are mixed too, so they must be one-hot.
+        mixing: `keras.layers.MixUp()` (inputs of any rank) or `CutMix()`
+            (images), after `augmentation`; the labels are mixed too, so
+            they must be one-hot.
         name: The model's name.
         **kwargs: Passed to `keras.Model`.
 
@@ -145,11 +172,11 @@ class Distiller(
             for model in teachers:
                 loss.prepare(model, student)
         distribute.check_scope(teachers, student, self.distillation_losses)
-        self._student_loss_weight = _training.non_trainable(
+        self._student_loss_weight = variables.non_trainable(
             "student_loss_weight", student_loss_weight
         )
         self._distillation_loss_weights = [
-            _training.non_trainable(f"distillation_loss_weight_{i}", weight)
+            variables.non_trainable(f"distillation_loss_weight_{i}", weight)
             for i, weight in enumerate(distillation_loss_weights)
         ]
         self._networks = {
@@ -165,21 +192,22 @@ class Distiller(
                 "student",
             ),
         }
-        self._student_pass = taps.PassRecord()
-        self._mixed_labels = taps.PassRecord()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
-        self.alpha_tracker = _training.LatestValue(name="alpha")
-        tempered = _training.temperature_trackers(self.distillation_losses)
-        self._tempered_losses = [loss for loss, _ in tempered]
-        self.temperature_trackers = [tracker for _, tracker in tempered]
-        self._labels_without_loss = False
-        self._alpha_value = float(student_loss_weight)  # read while tracing
+        self.term_trackers = logs_module.term_trackers(self.distillation_losses)
+        self.alpha_tracker = logs_module.LastValue(name="alpha")
+        self._set_temperature_trackers()
         self._evaluate_with_teacher = True
-        self._teacher_in_step = True  # set by compute_loss
+        self._uses_labels = None  # set by fit() from its data
         if student.built:
             self.built = True
+
+    def _set_temperature_trackers(self):
+        """The metrics that log the losses' temperatures."""
+        tempered = logs_module.temperature_trackers(self.distillation_losses)
+        self._tempered_losses = [loss for loss, _ in tempered]
+        self.temperature_trackers = [tracker for _, tracker in tempered]
 
     @property
     def teachers(self):
@@ -196,10 +224,17 @@ class Distiller(
     @student_loss_weight.setter
     def student_loss_weight(self, value):
         checks.check_unit_interval(value, "student_loss_weight")
-        if self._labels_without_loss:
-            self._check_student_loss(float(value))
+        if self.compiled and self._uses_labels is True:
+            labels_module.check_student_loss(self.loss, float(value))
         self._student_loss_weight.assign(float(value))
-        self._alpha_value = float(value)
+
+    @property
+    def uses_labels(self):
+        """Whether the objective includes the student's loss on the labels:
+        `False` after `fit()` on inputs without labels (a transfer set),
+        where `alpha` is not applied and `loss` is the distillation term
+        alone, in training and in validation alike."""
+        return self._uses_labels is not False
 
     @property
     def _teacher_feature_extractor(self):
@@ -288,35 +323,47 @@ class Distiller(
             super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; checked before training: datasets of cached
-        teacher outputs (`kerasdistill.cache_teacher_outputs`), and labels
-        with `student_loss_weight` > 0 but no `loss` in `compile()`."""
+        """`keras.Model.fit`, checked before training: datasets of cached
+        teacher outputs (`kerasdistill.cache_teacher_outputs`), the labels
+        (class indices >= 0; partial labels for labeled and unlabeled
+        inputs together), and labels with `student_loss_weight` > 0 but no
+        `loss` in `compile()`. Data without labels makes the objective the
+        distillation term alone (see `uses_labels`)."""
         arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
-        self._view.check_fit(arguments.get("x"), arguments.get("y"))
-        for data in (arguments.get("x"), arguments.get("validation_data")):
+        arguments["x"] = semi_supervised.check_batches(arguments.get("x"))
+        x, y = arguments["x"], arguments.get("y")
+        self._view.check_fit(x, y)
+        for data in (x, arguments.get("validation_data")):
             cache.check_dataset(
-                data, self.teacher, self._networks["teacher"].layer_names
+                data, self.teacher, self._networks["teacher"].layer_names, self.student
             )
-        if _training.has_labels(arguments.get("x"), arguments.get("y")):
-            self._labels_without_loss = self.loss is None
-            self._alpha_value = _training.read(self._student_loss_weight)
-            self._check_student_loss(self._alpha_value)
-        return super().fit(*args, **kwargs)
+        labels_module.check_label_values(y, self.loss)
+        uses_labels = labels_module.data_has_labels(x, y) is not False
+        if uses_labels:
+            labels_module.check_student_loss(
+                self.loss, variables.read(self._student_loss_weight)
+            )
+        if uses_labels != self.uses_labels:
+            self.test_function = None  # validation's objective follows
+        self._uses_labels = uses_labels
+        return super().fit(**arguments)
 
     def call(self, inputs, training=None):
+        """The student's outputs; in a training step, its `StudentPass`:
+        the outputs, its tapped features and the view it saw."""
+        inputs, cached = cache.split(inputs)
         # Before the student runs: on JAX and PyTorch a feature dict would
         # otherwise fail inside Keras with a less helpful message.
-        checks.check_dict_inputs(cache.student_inputs(inputs), self.student, "student")
-        view, transformation = None, None
-        if training and self._view.active:  # the training step's one view
-            view, transformation = self._view.make(inputs)
-            inputs = view
-        outputs, features = self._networks["student"](
-            cache.student_inputs(inputs), training=training
-        )
-        if features or view is not None:
-            self._student_pass.store(outputs, (features, view, transformation))
-        return outputs
+        checks.check_dict_inputs(inputs, self.student, "student")
+        if not training:
+            return self.student(inputs, training=training)
+        view, mixing = inputs, None
+        if self._view.active:
+            if cached is not None:
+                raise ValueError(augmentation_module.CACHED_MESSAGE)
+            view, mixing = self._view.make(inputs)
+        outputs, features = self._networks["student"](view, training=True)
+        return StudentPass(outputs, features, view, mixing)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -324,16 +371,17 @@ class Distiller(
         """Returns the total loss of a batch and updates the loss trackers.
 
         `alpha * student_loss + (1 - alpha) * distillation_loss` plus the
-        student's regularization losses; the distillation term alone on a
-        batch without labels. The teacher runs once on `x` (or its outputs
-        are read from a cached batch). The student's tapped features come
-        from the forward pass that produced `y_pred` in this step; for a
-        `y_pred` made elsewhere, the student runs again to tap them.
+        student's regularization losses; the distillation term alone on
+        data without labels. `y_pred` is the `StudentPass` that
+        `call(x, training=True)` returned, or the student's plain outputs
+        (then the student runs again only if a loss taps its layers). The
+        teacher runs once on the view the student saw, or its outputs are
+        read from a cached batch.
 
         Args:
             x: The inputs (or a cached batch).
-            y: The labels, or `None` on a transfer set.
-            y_pred: The student's outputs; computed from `x` when `None`.
+            y: The labels, partial labels, or `None` on a transfer set.
+            y_pred: What `call` returned; computed from `x` when `None`.
             sample_weight: Optional per-sample weights.
             training: Whether this is a training step.
 
@@ -348,101 +396,100 @@ class Distiller(
         """
         if y_pred is None:
             y_pred = self(x, training=training)
-        features, view, transformation = self._student_pass_of(x, y_pred, training)
-        student_taps = (y_pred, features)
-        if transformation is not None and y is not None:
-            mixed = self._view.mix_labels(y, transformation)
-            self._mixed_labels.store(y, mixed)  # for compute_metrics
-            y = mixed
-        # Read (while tracing) by the compute_metrics of the same step: a
-        # training step reports the teacher's terms whatever
-        # evaluate_with_teacher says.
-        self._teacher_in_step = training or self._evaluate_with_teacher
-        if not self._teacher_in_step:
-            return self._student_only_loss(x, y, y_pred, sample_weight)
-        batch = reduction.batch_size(cache.student_inputs(x))
-        regularization = _training.regularization(self)
-        if y is not None:
-            student_loss = self._student_loss(
-                x, y, y_pred, sample_weight, regularization
+        inputs, cached = cache.split(x)
+        if not (training or self._evaluate_with_teacher):
+            y, _, sample_weight = labels_module.split(y, sample_weight)
+            return self._student_only_loss(
+                y, y_pred, sample_weight, reduction.regularization(self)
             )
-        x, teacher_taps = self._inputs_and_teacher_taps(x if view is None else view)
-        distillation_loss = self._distillation_loss(
-            teacher_taps,
-            student_taps,
-            y,
-            sample_weight,
-            training,
-            cache.student_inputs(x),
+        if cached is not None:
+            cache.check_cached(x, self.teacher, self._networks["teacher"].layer_names)
+        step = self._student_pass(inputs, y_pred, training)
+        y, has_label, sample_weight = self._labels(y, sample_weight, step)
+        regularization = reduction.regularization(self)  # before the teacher
+        batch = reduction.batch_size(inputs)
+        if y is not None:
+            student_loss, labeled = labels_module.student_loss(
+                self, y, step.outputs, sample_weight, regularization, has_label
+            )
+            logs_module.track(self.student_loss_tracker, student_loss, labeled)
+        teacher_taps = self._teacher_taps(step.view, cached)
+        terms = self._distillation_terms(
+            teacher_taps, step, y, has_label, sample_weight, training
         )
-        if y is None:
-            total = distillation_loss
-        else:
+        distillation_loss = sum(terms, ops.zeros((), dtype="float32"))
+        total = distillation_loss
+        if y is not None and self.uses_labels:
             alpha = self._student_loss_weight
             total = alpha * student_loss + (1.0 - alpha) * distillation_loss
-            _training.track(self.student_loss_tracker, student_loss, batch)
         total = total + regularization
-        _training.track(self.distillation_loss_tracker, distillation_loss, batch)
-        _training.track(self.total_loss_tracker, total, batch)
-        self.alpha_tracker.update_state(self._student_loss_weight)
-        for loss, tracker in zip(self._tempered_losses, self.temperature_trackers):
-            tracker.update_state(loss.temperature)
+        logs_module.track(self.distillation_loss_tracker, distillation_loss, batch)
+        for tracker, term in zip(self.term_trackers, terms):
+            logs_module.track(tracker, term, batch)
+        logs_module.track(self.total_loss_tracker, total, batch)
+        if training:  # the values this step used, logged for training only
+            self.alpha_tracker.update_state(self._student_loss_weight)
+            for loss, tracker in zip(self._tempered_losses, self.temperature_trackers):
+                tracker.update_state(loss.temperature)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """The student's compiled metrics on the labels and the loss
-        trackers; on a batch without labels, the trackers it updates."""
+        """The student's compiled metrics on the labeled samples, and the
+        logs of the step (see `kerasdistill.logs`)."""
+        training = isinstance(y_pred, StudentPass)
+        outputs = y_pred.outputs if training else y_pred
+        y, has_label, sample_weight = self._labels(
+            y, sample_weight, y_pred if training else None
+        )
         if y is not None:
-            mixed = self._mixed_labels.take(y)  # the labels of a mixed batch
-            y = y if mixed is None else mixed
-            logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        else:
-            compiled = [  # compile(metrics=...): all but Keras's and ours
-                m
-                for m in self.metrics
-                if m.name != "loss" and not any(m is o for o in self._own_trackers)
-            ]
-            logs = self._results(skip=(self.student_loss_tracker, *compiled))
+            super().compute_metrics(
+                x, y, labels_module.for_metrics(outputs, has_label), sample_weight
+            )
+        logs = logs_module.results(self._step_metrics(training, y is not None))
         return distribute.step_logs(distribute.strategy_of(self), logs)
 
     def get_metrics_result(self):
-        """The metrics' results, leaving out metrics not computed: label
-        metrics never built (training on inputs without labels), and the
-        teacher's terms when evaluating without it."""
-        return self._results(skip=())
+        """Every built metric's result. Keras reports these at the end of
+        an epoch when the last step logged the same keys, else that step's
+        logs (which leave out what the step did not compute)."""
+        return logs_module.results(self.metrics)
 
-    @property
-    def _own_trackers(self):
-        return (
-            self.student_loss_tracker,
-            self.distillation_loss_tracker,
-            self.total_loss_tracker,
-            self.alpha_tracker,
-            *self.temperature_trackers,
+    def _step_metrics(self, training, labeled):
+        """The metrics a step updates (see `kerasdistill.logs`)."""
+        with_teacher = training or self._evaluate_with_teacher
+        return logs_module.select(
+            self.metrics,
+            {
+                self.student_loss_tracker: labeled and self.loss is not None,
+                self.distillation_loss_tracker: with_teacher,
+                self.total_loss_tracker: with_teacher,
+                self.alpha_tracker: training and labeled and self.uses_labels,
+                **dict.fromkeys(self.term_trackers, with_teacher),
+                **dict.fromkeys(self.temperature_trackers, training),
+            },
+            labeled,
         )
 
-    def _results(self, skip):
-        if not self._teacher_in_step:  # the teacher's terms, and alpha
-            skip = (*skip, *self._own_trackers[1:])
-            if self.loss is None:
-                skip = (*skip, self.student_loss_tracker)
-        return _training.metric_results(self.metrics, skip)
-
-    def _student_pass_of(self, x, y_pred, training):
-        """`(features, view, transformation)` of the pass that made `y_pred`:
-        its tapped features, the augmented inputs and the mixing (`None`
-        without augmentation or outside training)."""
-        record = self._student_pass.take(y_pred)
-        if record is not None:
-            return record
-        features = {}  # y_pred was not made by this Distiller's call
+    def _student_pass(self, inputs, y_pred, training):
+        """The `StudentPass` that made `y_pred`, or, for the student's plain
+        outputs, one made of them (the student runs again, untouched by
+        augmentation, only to tap the layers the losses read)."""
+        if isinstance(y_pred, StudentPass):
+            return y_pred
+        features = {}
         if self._networks["student"].layer_names:
-            _, features = self._networks["student"](
-                cache.student_inputs(x), training=training
-            )
-        return features, None, None
+            _, features = self._networks["student"](inputs, training=training)
+        return StudentPass(y_pred, features, inputs, None)
 
-    def _student_only_loss(self, x, y, y_pred, sample_weight):
+    def _labels(self, y, sample_weight, step):
+        """`(labels, has_label, sample_weight)` of the batch as the step saw
+        it: partial labels split, and mixed as the inputs were."""
+        y, has_label, sample_weight = labels_module.split(y, sample_weight)
+        if y is not None and step is not None and step.mixing is not None:
+            y, has_label = self._view.mix_labels(y, has_label, step.mixing)
+        return y, has_label, sample_weight
+
+    def _student_only_loss(self, y, outputs, sample_weight, regularization):
         """The student's own loss and regularization, without the teacher
         (`evaluate_with_teacher = False`)."""
         if y is None:
@@ -451,52 +498,22 @@ class Distiller(
                 "metrics on labels, but the data has none. Pass labels, or "
                 "set distiller.evaluate_with_teacher = True."
             )
-        regularization = _training.regularization(self)
         if self.loss is None:
             return regularization
-        loss = self._student_loss(x, y, y_pred, sample_weight, regularization)
-        _training.track(
-            self.student_loss_tracker,
-            loss,
-            reduction.batch_size(cache.student_inputs(x)),
+        loss, labeled = labels_module.student_loss(
+            self, y, outputs, sample_weight, regularization
         )
+        logs_module.track(self.student_loss_tracker, loss, labeled)
         return loss + regularization
 
-    def _student_loss(self, x, y, y_pred, sample_weight, regularization):
-        """The compiled loss on the labels, without the regularization
-        losses (which Keras's `compute_loss` adds)."""
-        if self.loss is None:
-            self._labels_without_loss = True
-            self._check_student_loss(self._alpha_value)
-            return ops.zeros((), dtype="float32")
-        total = super().compute_loss(
-            cache.student_inputs(x), y, y_pred, sample_weight, training=False
-        )
-        return ops.cast(total, "float32") - regularization
-
-    def _check_student_loss(self, alpha):
-        if self.loss is None and alpha > 0:
-            raise ValueError(
-                "Received labels, but compile() was given no `loss` for "
-                f"the student while student_loss_weight={alpha}. Pass a "
-                "loss to compile() (e.g. loss=keras.losses."
-                "SparseCategoricalCrossentropy(from_logits=True)), set "
-                "student_loss_weight=0, or fit on inputs without labels."
-            )
-
-    def _inputs_and_teacher_taps(self, x):
-        """`(inputs, (teacher_outputs, features))`: read from a batch of
-        `kerasdistill.cache_teacher_outputs`, else by running the teacher."""
-        if cache.is_cached(x):
-            return cache.read(
-                x, self.teacher, self._networks["teacher"].layer_names, self.student
-            )
-        return x, self._run_teacher(x)
-
-    def _run_teacher(self, x):
-        checks.check_dict_inputs(x, self.student, "student")
+    def _teacher_taps(self, view, cached):
+        """`(teacher_outputs, features)` on the view: read from a cached
+        batch, else by running the teacher once."""
+        if cached is not None:
+            return cached
+        checks.check_dict_inputs(view, self.student, "student")
         try:
-            taps_ = self._networks["teacher"](x, training=False)
+            taps_ = self._networks["teacher"](view, training=False)
         except (ValueError, TypeError) as error:
             raise ValueError(
                 "Expected the teacher to accept the student's inputs, but "
@@ -506,65 +523,55 @@ class Distiller(
             ) from error
         return tree.map_structure(ops.stop_gradient, taps_)
 
-    def _distillation_loss(
-        self, teacher_taps, student_taps, y, sample_weight, training, inputs
+    def _distillation_terms(
+        self, teacher_taps, step, y, has_label, sample_weight, training
     ):
-        total = ops.zeros((), dtype="float32")
+        """Each loss's weighted term `w_i * distillation_loss_i` (averaged
+        over the teachers of a per-teacher ensemble)."""
+        student_taps = (step.outputs, step.features)
         parts = teachers_module.weighted_parts(self._networks["teacher"], teacher_taps)
+        terms = []
         for loss, weight in zip(
             self.distillation_losses, self._distillation_loss_weights
         ):
+            labels_module.check_reads_labels(loss, has_label)
             student = _select(student_taps, loss.student_layer_name)
+            term = ops.zeros((), dtype="float32")
             for teacher_weight, taps_ in parts:
                 teacher = _select(taps_, loss.teacher_layer_name)
-                total = total + weight * teacher_weight * _training.distillation_value(
-                    loss, teacher, student, y, sample_weight, training, inputs
+                term = term + teacher_weight * base.loss_value(
+                    loss, teacher, student, y, sample_weight, training, step.view
                 )
-        return total
+            terms.append(weight * term)
+        return terms
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "teacher": (
-                    [_training.serialize_uncompiled(t) for t in self.teacher]
-                    if isinstance(self.teacher, (list, tuple))
-                    else _training.serialize_uncompiled(self.teacher)
+                "teacher": model_configs.serialized(self.teacher),
+                "student": model_configs.serialized(self.student),
+                "distillation_losses": model_configs.serialized(
+                    self.distillation_losses
                 ),
-                "student": _training.serialize_uncompiled(self.student),
-                "distillation_losses": [
-                    keras.saving.serialize_keras_object(loss)
-                    for loss in self.distillation_losses
-                ],
                 "distillation_loss_weights": [
-                    _training.read(w) for w in self._distillation_loss_weights
+                    variables.read(w) for w in self._distillation_loss_weights
                 ],
-                "student_loss_weight": _training.read(self._student_loss_weight),
+                "student_loss_weight": variables.read(self._student_loss_weight),
                 "teacher_weights": list(self.teacher_weights),
                 "teacher_combination": self.teacher_combination,
-                "augmentation": _serialize_optional(self.augmentation),
-                "mixing": _serialize_optional(self.mixing),
+                "augmentation": model_configs.serialized(self.augmentation),
+                "mixing": model_configs.serialized(self.mixing),
             }
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("teacher", "student"):
-            config[key] = (
-                [keras.saving.deserialize_keras_object(c) for c in config[key]]
-                if isinstance(config[key], list)
-                else keras.saving.deserialize_keras_object(config[key])
-            )
-        config["distillation_losses"] = [
-            keras.saving.deserialize_keras_object(loss)
-            for loss in config["distillation_losses"]
-        ]
-        for key in ("augmentation", "mixing"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return cls(**model_configs.deserialized(config, _OBJECTS))
+
+
+_OBJECTS = ("teacher", "student", "distillation_losses", "augmentation", "mixing")
 
 
 def _as_list(value, name):
@@ -574,10 +581,6 @@ def _as_list(value, name):
             "distillation_losses=kerasdistill.LogitsDistillation()."
         )
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _serialize_optional(layer):
-    return None if layer is None else keras.saving.serialize_keras_object(layer)
 
 
 def _tapped(layer_names):

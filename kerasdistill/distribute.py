@@ -23,7 +23,6 @@ import contextlib
 
 import keras
 from keras import ops
-from keras import tree
 
 from kerasdistill import _keras_internals
 
@@ -85,7 +84,7 @@ def check_scope(teachers, student, distillation_losses):
         for v in getattr(loss, "variables", []):
             variables.append((f"distillation loss '{loss.name}'", v, v.trainable))
     for role, variable, must_be_inside in variables:
-        owner = _strategy_of(variable)
+        owner = _keras_internals.variable_strategy(variable)
         if owner is strategy or (owner is None and not must_be_inside):
             continue
         if strategy is None:
@@ -201,7 +200,7 @@ def check_optimizer(strategy, optimizer):
     ```
     """
     for variable in optimizer.variables:
-        owner = _strategy_of(variable)
+        owner = _keras_internals.variable_strategy(variable)
         if owner is strategy:
             continue
         where = "outside any scope" if owner is None else f"under {_describe(owner)}"
@@ -247,40 +246,6 @@ def is_multi_worker(strategy):
     return strategy is not None and _keras_internals.spans_several_workers(strategy)
 
 
-def first_local_batch(strategy, epoch_iterator):
-    """The first batch of this worker's first replica, to build the model.
-
-    Keras 3 builds from the first batch reduced across the replicas, a
-    collective that fails on a nest of per-replica values under
-    `MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388). Only the
-    shapes matter, so one replica's batch does.
-
-    Args:
-        strategy: The Distiller's strategy.
-        epoch_iterator: The `TFEpochIterator` given to
-            `Model._maybe_symbolic_build`.
-
-    Returns:
-        The batch, or `None` when the iterator is empty.
-
-    Example:
-
-    ```python
-    batch = kerasdistill.distribute.first_local_batch(strategy, iterator)
-    ```
-    """
-    for _, _, iterator in epoch_iterator:
-        return tree.map_structure(
-            lambda v: (
-                strategy.experimental_local_results(v)[0]
-                if isinstance(v, tf.distribute.DistributedValues)
-                else v
-            ),
-            next(iterator),
-        )
-    return None
-
-
 def step_logs(strategy, logs):
     """The logs of one step, shaped so that Keras can reduce them.
 
@@ -306,12 +271,6 @@ def step_logs(strategy, logs):
     if not _on_tensorflow() or not is_multi_worker(strategy):
         return logs
     return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
-
-
-def _strategy_of(variable):
-    """The strategy whose scope created `variable`, or `None` if none did."""
-    value = variable.value if isinstance(variable, keras.Variable) else variable
-    return getattr(value, "_distribute_strategy", None)
 
 
 def _describe(strategy):

@@ -65,6 +65,62 @@ def batch_size(x):
     return ops.shape(next(i for i in tree.flatten(x) if i is not None))[0]
 
 
+def regularization(model):
+    """The sum of `model.losses` (the regularization and `add_loss` losses
+    of its forward pass), in float32 and scaled for the replicas, as
+    Keras's `compute_loss` adds them.
+
+    Read it before the teacher runs in `compute_loss`: the teacher's own
+    forward pass would add its activity losses on some backends.
+
+    Example:
+
+    ```python
+    kerasdistill.reduction.regularization(distiller)  # 0.0 without any
+    ```
+    """
+    total = ops.zeros((), dtype="float32")
+    for value in model.losses:
+        total = total + ops.sum(ops.cast(value, "float32"))
+    return scale_for_replicas(total)  # as Keras's TensorFlow trainer
+
+
+def mean_over_labeled(batch_mean, batch, has_label):
+    """`(loss, weight)` for a loss reduced over a batch in which only the
+    samples where `has_label` is 1 count.
+
+    `batch_mean` is `sum(loss * has_label) / batch`, scaled for the
+    replicas (Keras's `sum_over_batch_size`). `loss` is the sum over the
+    labeled samples divided by their number in the global batch (summed
+    over the replicas of a `tf.distribute` strategy, whose gradients add
+    up), 0 when none is labeled; `weight` is what a loss tracker records it
+    with, so that an epoch's mean is the mean over its labeled samples.
+
+    Example:
+
+    ```python
+    loss, weight = kerasdistill.reduction.mean_over_labeled(
+        keras.ops.array(0.5), 4, keras.ops.array([1.0, 1.0, 0.0, 0.0])
+    )  # loss 1.0: the two labeled samples' mean; weight 2.0
+    ```
+    """
+    replicas = _replicas_in_sync()
+    labeled = _sum_over_replicas(ops.sum(has_label))
+    total = batch_mean * ops.cast(batch, "float32") * float(replicas)
+    return ops.divide_no_nan(total, labeled), labeled / float(replicas)
+
+
+def _sum_over_replicas(value):
+    """`value` summed over the replicas of a `tf.distribute` strategy (in a
+    replica context), else `value`."""
+    if _replicas_in_sync() == 1:
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 def _replicas_in_sync():
     if keras.backend.backend() != "tensorflow":
         return 1

@@ -27,7 +27,6 @@ returns `(outputs, {name: tensor})`; the names are then the dict's keys.
 
 import difflib
 import inspect
-import threading
 
 import keras
 from keras import tree
@@ -223,46 +222,6 @@ def output_layer(model, tensor):
                 return output_layer(layer, layer.outputs[outputs.index(tensor)])
             return layer
     return None
-
-
-class PassRecord:
-    """The tapped features of a network's last forward pass, found again
-    from its outputs, so that a training step that called the network once
-    in `call()` reads its features in `compute_loss()`.
-
-    Keras's trainers (TensorFlow, JAX, PyTorch) call `model(x)` and then
-    `model.compute_loss(x, y, y_pred, ...)` in the same trace, passing the
-    very output tensors on. Each thread (a `tf.distribute` replica) has its
-    own record; `take` returns the features only for the outputs they were
-    recorded with, and `None` otherwise (outputs the caller made itself).
-
-    Example:
-
-    ```python
-    record = PassRecord()
-    record.store(outputs, features)   # in call()
-    record.take(y_pred)               # in compute_loss(): the features
-    ```
-    """
-
-    def __init__(self):
-        self._local = threading.local()
-
-    def store(self, outputs, features):
-        self._local.entry = (tree.flatten(outputs), features)
-
-    def take(self, outputs):
-        entry = getattr(self._local, "entry", None)
-        self._local.entry = None
-        if entry is None:
-            return None
-        recorded, features = entry
-        current = tree.flatten(outputs)
-        if len(recorded) != len(current) or any(
-            a is not b for a, b in zip(recorded, current)
-        ):
-            return None
-        return features
 
 
 def is_graph_network(model):

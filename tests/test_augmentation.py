@@ -208,7 +208,7 @@ def test_export_holds_the_student_without_augmentation(tmp_path):
             "shape the student takes",
         ),
         ({"mixing": keras.layers.RandomFlip()}, TypeError, "MixUp"),
-        ({"mixing": keras.layers.MixUp()}, ValueError, "image inputs"),
+        ({"mixing": keras.layers.CutMix()}, ValueError, "image inputs"),
     ],
 )
 def test_bad_augmentation_is_refused_with_the_fix(kwargs, error, match):
@@ -225,3 +225,79 @@ def test_augmentation_with_cached_teacher_outputs_is_refused():
     )
     with pytest.raises(ValueError, match="teacher must see the augmented view"):
         distiller.fit(cached, epochs=1, verbose=0)
+
+
+def signal_models(length=40):
+    def model(name, width):
+        inputs = keras.Input((length, 1), name=f"{name}_input")
+        hidden = keras.layers.Conv1D(width, 5, activation="relu")(inputs)
+        pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+        return keras.Model(inputs, keras.layers.Dense(3)(pooled), name=name)
+
+    return model("teacher", 8), model("student", 4)
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_mixup_mixes_inputs_of_any_rank(rank):
+    """Signals (batch, 40, 1) and tabular rows (batch, 6): MixUp's convex
+    combination, with its Beta weights, of the inputs and the labels."""
+    signals = RNG.normal(size=(16, 40, 1)).astype("float32")
+    x = signals if rank == 3 else X[:16]
+    teacher, student = (
+        signal_models()
+        if rank == 3
+        else (identity("teacher", False), identity("student"))
+    )
+    mixing = keras.layers.MixUp(0.4, seed=5)
+    view = kd.augmentation.TrainingView(None, mixing, student)
+    mixed, transformation = view.make(keras.ops.convert_to_tensor(x))
+    weight = keras.ops.convert_to_numpy(transformation["mix_weight"])
+    order = keras.ops.convert_to_numpy(transformation["permutation_order"])
+    shape = (-1,) + (1,) * (rank - 1)
+    expected = weight.reshape(shape) * x + (1 - weight.reshape(shape)) * x[order]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(mixed), expected, atol=1e-5)
+    if rank == 3:
+        distiller = kd.Distiller(
+            teacher, student, kd.LogitsDistillation(), mixing=mixing
+        )
+        distiller.compile(
+            "adam",
+            keras.losses.CategoricalCrossentropy(from_logits=True),
+            metrics=[SoftLabelMean()],
+        )
+        history = distiller.fit(x, ONE_HOT, epochs=2, batch_size=8, verbose=0).history
+        assert max(history["label_peak"]) < 0.95  # the labels were mixed
+        evaluation = float_logs(
+            distiller.evaluate(x, ONE_HOT, verbose=0, return_dict=True)
+        )
+        assert evaluation["label_peak"] == pytest.approx(1.0)  # not in evaluation
+
+
+def test_mixing_token_ids_is_refused():
+    inputs = keras.Input((8,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 4)(inputs)
+    pooled = keras.layers.GlobalAveragePooling1D()(embedded)
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(pooled), name="teacher")
+    student = keras.Model(inputs, keras.layers.Dense(3)(pooled), name="student")
+    with pytest.raises(ValueError, match="token ids"):
+        kd.augmentation.TrainingView(None, keras.layers.MixUp(), student)
+    del teacher
+
+
+def test_dkd_reads_the_target_class_of_mixed_labels_as_their_largest_share():
+    rng = np.random.default_rng(3)
+    teacher_logits = rng.normal(size=(8, 5)).astype("float32")
+    student_logits = rng.normal(size=(8, 5)).astype("float32")
+    first, second = rng.integers(0, 5, 8), rng.integers(0, 5, 8)
+    share = rng.uniform(0.0, 1.0, 8).astype("float32")[:, None]
+    mixed = share * np.eye(5)[first] + (1 - share) * np.eye(5)[second]
+    target = np.where(share[:, 0] >= 0.5, first, second)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(
+            kd.losses.decoupled_kd(teacher_logits, student_logits, mixed)
+        ),
+        keras.ops.convert_to_numpy(
+            kd.losses.decoupled_kd(teacher_logits, student_logits, target)
+        ),
+        rtol=1e-5,
+    )

@@ -393,9 +393,12 @@ class EpochCounter(keras.callbacks.Callback):
     ],
     ids=["alpha", "temperature", "weight_nan"],
 )
-def test_bad_value_raises_at_the_epoch_it_happens(make_callback, message):
+def test_bad_epoch_value_raises_before_training(make_callback, message):
+    """A per-epoch schedule is checked at every epoch of the run before the
+    first one trains, and the error names the epoch where it leaves range."""
     distiller = make_distiller()
     counter = EpochCounter()
+    before = [keras.ops.convert_to_numpy(w) for w in distiller.student.weights]
     with pytest.raises(ValueError, match=message):
         distiller.fit(
             *data(32),
@@ -404,7 +407,9 @@ def test_bad_value_raises_at_the_epoch_it_happens(make_callback, message):
             verbose=0,
             callbacks=[make_callback(), counter],
         )
-    assert counter.finished == 2
+    assert counter.finished == 0
+    for old, new in zip(before, distiller.student.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
 
 
 def test_bad_value_per_batch_names_the_step():
@@ -541,3 +546,48 @@ def test_callback_config_round_trip(callback):
     assert [rebuilt.schedule(s) for s in range(5)] == [
         callback.schedule(s) for s in range(5)
     ]
+
+
+def test_a_learned_temperature_is_left_out_of_the_schedule():
+    """CTKD learns its temperature: a TemperatureScheduler refuses it before
+    training, and schedules the other loss when there is one."""
+    x, y = data(32)
+    alone = make_distiller(kd.CTKD(name="ctkd"))
+    before = [keras.ops.convert_to_numpy(w) for w in alone.student.weights]
+    with pytest.raises(ValueError, match="learned, not scheduled"):
+        alone.fit(
+            x, y, epochs=2, verbose=0, callbacks=[callbacks.TemperatureScheduler(3.0)]
+        )
+    for old, new in zip(before, alone.student.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+    with pytest.raises(ValueError, match="GradientReversalScheduler"):
+        alone.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[callbacks.TemperatureScheduler(3.0, loss=0)],
+        )
+    both = make_distiller(
+        [kd.LogitsDistillation(2.0, name="soft"), kd.CTKD(name="ctkd")]
+    )
+    history = both.fit(
+        x, y, epochs=2, verbose=0, callbacks=[callbacks.TemperatureScheduler(3.0)]
+    ).history
+    assert history["soft_temperature"] == pytest.approx([3.0, 3.0])
+    assert "ctkd_temperature" in history
+
+
+def test_verbose_values_are_rounded(capsys):
+    distiller = make_distiller()
+    callback = callbacks.TemperatureScheduler(lambda step: 48 / 13, verbose=1)
+    distiller.fit(*data(32), epochs=1, verbose=0, callbacks=[callback])
+    printed = capsys.readouterr().out
+    assert "setting temperature to 3.69231." in printed
+
+
+def test_alpha_scheduler_on_a_transfer_set_is_refused():
+    distiller = make_distiller()
+    x, _ = data(32)
+    with pytest.raises(ValueError, match="alpha is not applied"):
+        distiller.fit(x, epochs=1, verbose=0, callbacks=[callbacks.AlphaScheduler(0.3)])

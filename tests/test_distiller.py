@@ -601,3 +601,127 @@ def test_teacher_that_cannot_take_student_inputs_at_first_step():
     y = np.zeros((8,), "int32")
     with pytest.raises(ValueError, match="teacher to accept the student's inputs"):
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_history_holds_numbers_after_validation_without_the_teacher(
+    classification_data,
+):
+    """On JAX, History once held arrays that the next step deleted."""
+    x, y = classification_data
+    distiller = make_distiller()
+    distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
+    distiller.evaluate_with_teacher = False
+    history = distiller.fit(
+        x, y, epochs=3, batch_size=16, verbose=0, validation_data=(x, y)
+    ).history
+    for key, values in history.items():
+        assert len(values) == 3 and all(np.isfinite(float(v)) for v in values), key
+    assert history["alpha"] == pytest.approx([0.5] * 3)
+    assert "val_distillation_loss" not in history and "val_alpha" not in history
+
+
+def test_history_keys_mean_one_thing(classification_data):
+    x, y = classification_data
+    distiller = make_distiller()
+    distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
+    history = distiller.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, validation_data=(x, y)
+    ).history
+    assert set(history) == {
+        "loss",
+        "total_loss",  # keras.distillation's name for `loss`
+        "student_loss",
+        "distillation_loss",
+        "accuracy",
+        "alpha",
+        "temperature",
+        "val_loss",
+        "val_total_loss",
+        "val_student_loss",
+        "val_distillation_loss",
+        "val_accuracy",
+    }
+    assert history["total_loss"] == pytest.approx(history["loss"])
+
+
+def test_each_distillation_term_is_logged_under_its_loss_name(classification_data):
+    x, y = classification_data
+    logits = kd.LogitsDistillation(2.0, name="soft_targets")
+    hint = kd.FeatureDistillation(
+        "mse", "teacher_hidden", "student_hidden", name="hint"
+    )
+    distiller = make_distiller(
+        losses=[logits, hint], distillation_loss_weights=[1.0, 3.0]
+    )
+    distiller.compile("adam", SPARSE_CE)
+    logs = evaluate(distiller, x, y, batch_size=len(x))
+    assert logs["distillation_loss"] == pytest.approx(
+        logs["soft_targets_loss"] + logs["hint_loss"], rel=1e-5
+    )
+    alone = float(
+        kd.losses.base.loss_value(
+            hint,
+            distiller._teacher_feature_extractor(x)[1]["teacher_hidden"],
+            distiller._student_feature_extractor(x)[1]["student_hidden"],
+            y,
+            None,
+        )
+    )
+    assert logs["hint_loss"] == pytest.approx(3.0 * alone, rel=1e-4)
+
+
+def test_a_transfer_set_has_one_objective_in_loss_and_val_loss(classification_data):
+    x, y = classification_data
+    distiller = make_distiller(student_loss_weight=0.5)
+    distiller.compile("adam", SPARSE_CE, metrics=["accuracy"])
+    history = distiller.fit(
+        x, epochs=2, batch_size=16, verbose=0, validation_data=(x, y)
+    ).history
+    assert not distiller.uses_labels
+    assert history["val_loss"] == pytest.approx(history["val_distillation_loss"])
+    assert "val_student_loss" in history and "val_accuracy" in history
+    assert "alpha" not in history  # alpha is not applied without labels
+    distiller.fit(x, y, epochs=1, verbose=0)  # labels again: alpha applies
+    logs = evaluate(distiller, x, y)
+    assert logs["loss"] == pytest.approx(
+        0.5 * logs["student_loss"] + 0.5 * logs["distillation_loss"], rel=1e-5
+    )
+
+
+def test_call_returns_the_student_pass_in_training_only(classification_data):
+    x, _ = classification_data
+    distiller = make_distiller(
+        losses=[kd.FeatureDistillation("mse", "teacher_hidden", "student_hidden")]
+    )
+    step = distiller(x, training=True)
+    assert isinstance(step, kd.student_pass.StudentPass)
+    assert set(step.features) == {"student_hidden"} and step.mixing is None
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(step.outputs),
+        distiller.student.predict(x, verbose=0),
+        rtol=1e-6,
+    )
+    assert not isinstance(distiller(x), tuple)
+
+
+def test_losses_are_called_without_inspecting_signatures(
+    classification_data, monkeypatch
+):
+    """The arguments a loss's `call` takes are read once per class, not at
+    every call on the training path."""
+    import inspect
+
+    x, y = classification_data
+    distiller = make_distiller()
+    distiller.compile("adam", SPARSE_CE)
+    signature, inspected = inspect.signature, []
+
+    def counting(target, *args, **kwargs):
+        if "Distillation" in getattr(target, "__qualname__", ""):
+            inspected.append(target.__qualname__)
+        return signature(target, *args, **kwargs)
+
+    monkeypatch.setattr(inspect, "signature", counting)
+    distiller.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    distiller.evaluate(x, y, verbose=0)
+    assert not inspected

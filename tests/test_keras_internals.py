@@ -48,3 +48,60 @@ def test_multi_worker_build_overrides_a_method_keras_still_calls():
     build = getattr(keras.Model, "_maybe_symbolic_build", None)
     assert callable(build)
     assert {"iterator", "data_batch"} <= set(inspect.signature(build).parameters)
+
+
+@pytest.mark.tensorflow_only(reason="tf.distribute strategies")
+def test_variable_strategy_names_the_scope_that_created_a_variable():
+    import tensorflow as tf
+
+    assert _keras_internals.variable_strategy(keras.Variable(1.0)) is None
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        variable = keras.Variable(1.0)
+    assert _keras_internals.variable_strategy(variable) is strategy
+
+
+@pytest.mark.tensorflow_only(reason="tf.data pipelines are TensorFlow graphs")
+def test_dataset_ops_lists_the_ops_of_a_pipeline():
+    import tensorflow as tf
+
+    noisy = tf.data.Dataset.range(4).map(lambda i: tf.random.uniform(()))
+    assert "RandomUniform" in _keras_internals.dataset_ops(noisy)
+    plain = tf.data.Dataset.range(4).map(lambda i: i * 2)
+    assert "Mul" in _keras_internals.dataset_ops(plain)
+    assert not any("Random" in op for op in _keras_internals.dataset_ops(plain))
+
+
+def test_keras_mask_leaves_samples_out_of_weighted_and_unweighted_metrics():
+    y_true = keras.ops.array([0, 1, 1, 0])
+    y_pred = keras.ops.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    mask = keras.ops.array([True, True, False, True])
+    for weights in (None, keras.ops.array([1.0, 1.0, 1.0, 3.0])):
+        metric = keras.metrics.SparseCategoricalAccuracy()
+        masked = _keras_internals.with_keras_mask(keras.ops.copy(y_pred), mask)
+        metric.update_state(y_true, masked, sample_weight=weights)
+        assert float(metric.result()) == pytest.approx(1.0)  # the wrong one is out
+    plain = keras.metrics.SparseCategoricalAccuracy()
+    plain.update_state(y_true, y_pred)
+    assert float(plain.result()) == pytest.approx(0.75)  # the copy was masked
+
+
+def test_compile_config_of_a_torch_optimizer_loads_the_public_class():
+    config = {
+        "optimizer": {
+            "module": "keras.src.backend.torch.optimizers.torch_adam",
+            "class_name": "Adam",
+            "config": {"name": "adam", "learning_rate": 0.01},
+            "registered_name": None,
+        },
+        "loss": None,
+    }
+
+    class Loading(_keras_internals.CompileFromConfig, keras.Sequential):
+        pass
+
+    loading = Loading([keras.Input((2,)), keras.layers.Dense(1)])
+    loading.compile_from_config(config)
+    assert isinstance(loading.optimizer, keras.optimizers.Adam)
+    if keras.backend.backend() != "torch":  # not the PyTorch class it named
+        assert "torch" not in type(loading.optimizer).__module__

@@ -127,3 +127,97 @@ def test_names_read_through_the_old_paths_are_the_new_objects():
     assert kd.feature_losses.hint_mse is kd.losses.hint_mse
     assert kd.tfds_data.prepare is kd.data.tfds.prepare
     assert kd.schedules.Linear is kd.schedules.curves.Linear
+
+
+def _imports(path):
+    """The modules `path` imports (absolute names, `from x import y` as
+    `x.y` too, so that a submodule import counts)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _module_name(path):
+    name = _name(path).replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in MODULES if "deploy" not in p.relative_to(PACKAGE).parts],
+    ids=_name,
+)
+def test_no_thread_state_on_the_training_path(path):
+    """What a training step computes travels in Keras's arguments, never in
+    thread-local state: no module outside `deploy/` imports `threading`."""
+    assert "threading" not in _imports(path), (
+        f"{_name(path)} imports threading: pass the step's values through "
+        "call() / compute_loss() arguments (y_pred) instead."
+    )
+
+
+def test_no_import_cycle_in_the_package():
+    """No chain of module-level imports inside the package leads back to
+    where it started (the package `__init__` files aside: they only
+    re-export)."""
+    modules = {_module_name(p): p for p in MODULES}
+    edges = {
+        name: {
+            target
+            for target in _imports(path)
+            if target in modules and not modules[target].name == "__init__.py"
+        }
+        for name, path in modules.items()
+        if path.name != "__init__.py"
+    }
+    cycles = []
+
+    def visit(node, trail):
+        for target in sorted(edges.get(node, ())):
+            if target in trail:
+                cycles.append(trail[trail.index(target) :] + [target])
+            elif target not in done:
+                visit(target, trail + [target])
+        done.add(node)
+
+    done = set()
+    for start in sorted(edges):
+        if start not in done:
+            visit(start, [start])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+# The private Keras and TensorFlow names kerasdistill reads, read as an
+# attribute (`x._nodes`) or by name (`getattr(x, "_nodes")`).
+PRIVATE_STATE = (
+    "_as_serialized_graph",
+    "_distribute_strategy",
+    "_inbound_nodes",
+    "_keras_history",
+    "_maybe_symbolic_build",
+    "_in_multi_worker_mode",
+    "_nodes",
+)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_private_keras_and_tensorflow_state_only_in_keras_internals(path):
+    if path.name == "_keras_internals.py":
+        return
+    text = path.read_text(encoding="utf-8")
+    found = [
+        name
+        for name in PRIVATE_STATE
+        if f".{name}" in text or f'"{name}"' in text or f"'{name}'" in text
+    ]
+    found += ["keras.src"] if "keras.src" in text else []
+    assert not found, (
+        f"{_name(path)} reads {found}: private Keras or TensorFlow state "
+        "belongs in kerasdistill/_keras_internals.py, with its test."
+    )

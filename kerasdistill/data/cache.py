@@ -215,25 +215,25 @@ def is_cached(x):
     )
 
 
-def student_inputs(x):
-    """The inputs of a cached batch `x`, or `x` itself."""
-    return x[INPUTS] if is_cached(x) else x
-
-
-def read(x, teacher, layer_names, student):
-    """Returns `(inputs, (teacher_outputs, {layer_name: features}))` of a
-    cached batch, after checking that it was built for `teacher` and holds
-    the `layer_names` the losses tap.
+def split(x):
+    """`(inputs, teacher_taps)` of the `x` of a batch: for a cached batch,
+    its inputs and `(teacher_outputs, {layer_name: features})`; for any
+    other, `(x, None)`.
 
     Example:
 
     ```python
-    cached = kerasdistill.cache_teacher_outputs(teacher, x, batch_size=8)
-    batch = next(iter(cached))  # a cached batch without labels: its `x`
-    inputs, teacher_taps = kerasdistill.cache.read(batch, teacher, [], student)
+    inputs, teacher_taps = kerasdistill.cache.split(batch_x)
     ```
     """
-    check_cached(x, teacher, layer_names)
+    if not is_cached(x):
+        return x, None
+    return x[INPUTS], (x[TEACHER_OUTPUTS], x[TEACHER_FEATURES])
+
+
+def warn_if_student_augments(student):
+    """Warns when the student has random augmentation layers: the cached
+    outputs come from the inputs before augmentation."""
     augmenting = randomness.augmentation_layers(student)
     if augmenting:
         warnings.warn(
@@ -244,10 +244,8 @@ def read(x, teacher, layer_names, student):
             "other inputs. Teacher and student must see the same augmented "
             "input (Beyer et al. 2022); fit on the inputs themselves so "
             "that the teacher runs at each step.",
-            stacklevel=2,
+            stacklevel=3,
         )
-    features = {name: x[TEACHER_FEATURES][name] for name in layer_names}
-    return x[INPUTS], (x[TEACHER_OUTPUTS], features)
 
 
 def check_cached(x, teacher, layer_names):
@@ -283,14 +281,16 @@ def check_cached(x, teacher, layer_names):
         )
 
 
-def check_dataset(dataset, teacher, layer_names):
+def check_dataset(dataset, teacher, layer_names, student):
     """Checks a `tf.data.Dataset` of cached batches from its element spec
-    (before training); does nothing for other data."""
+    (before training), and warns when `student` augments its inputs; does
+    nothing for other data."""
     if not input_batches.is_tf_dataset(dataset):
         return
     x, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
     if is_cached(x):
         check_cached(x, teacher, layer_names)
+        warn_if_student_augments(student)
 
 
 def _check_batch_size(batch_size, shuffle):

@@ -4,40 +4,46 @@ see each new view (Beyer et al. 2022)."""
 
 import warnings
 
+from kerasdistill import _keras_internals
 from kerasdistill.data import input_batches
 
 _AUGMENTATION_LAYERS = ("RandAugment", "AugMix", "MixUp", "CutMix", "Solarization")
 
 
-def _random_ops(dataset):
-    """The random TensorFlow ops in `dataset`'s pipeline (augmentation)."""
-    tf = input_batches.tf()
-    try:
-        graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
-    except Exception:  # A pipeline that cannot be serialized: not checked.
-        return []
-    nodes = list(graph.node)
-    for function in graph.library.function:
-        nodes.extend(function.node_def)
+def _random_ops(ops):
+    """The random ones among a pipeline's TensorFlow ops (augmentation)."""
     return sorted(
         {
-            node.op
-            for node in nodes
-            if not node.op.endswith("Dataset")
+            op
+            for op in ops
+            if not op.endswith("Dataset")
             and (
-                "Random" in node.op
-                or node.op.startswith("Stateful")
-                or "TruncatedNormal" in node.op
-                or "Multinomial" in node.op
+                "Random" in op
+                or op.startswith("Stateful")
+                or "TruncatedNormal" in op
+                or "Multinomial" in op
             )
         }
     )
 
 
 def warn_if_random(data):
+    """Warns when the `tf.data.Dataset` `data` has random ops (augmentation,
+    which a cache would freeze), or when TensorFlow cannot serialize its
+    pipeline to check it."""
     if not input_batches.is_tf_dataset(data):
         return
-    ops = _random_ops(data)
+    pipeline = _keras_internals.dataset_ops(data)
+    if pipeline is None:
+        warnings.warn(
+            "TensorFlow cannot serialize the data pipeline, so kerasdistill "
+            "cannot check it for random augmentation. A cache freezes one "
+            "version of each input: make sure the pipeline does not augment "
+            "randomly.",
+            stacklevel=3,
+        )
+        return
+    ops = _random_ops(pipeline)
     if ops:
         warnings.warn(
             f"The data pipeline uses random operations {ops}. If they "

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 from keras import tree
 
-from kerasdistill import _training
 from kerasdistill import checks
+from kerasdistill import model_configs
 from kerasdistill.deploy import plots
 
 TASKS = ("classification", "regression")
@@ -456,7 +456,7 @@ def _without_optimizer(model):
     (a `.keras` file always saves a built optimizer)."""
     if getattr(model, "optimizer", None) is None:
         return model
-    copy = keras.saving.deserialize_keras_object(_training.serialize_uncompiled(model))
+    copy = keras.saving.deserialize_keras_object(model_configs.uncompiled_config(model))
     copy.set_weights(model.get_weights())
     return copy
 

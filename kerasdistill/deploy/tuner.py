@@ -51,10 +51,11 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     distillation loss with a temperature) and `distillation_loss_weight_{i}`.
     Tune the student's architecture inside `student(hp)`.
 
-    During a search, each trial model's validation `loss` is the student's
-    own loss (the distillation objective depends on alpha and temperature,
-    so it cannot rank trials). Use `objective="val_loss"` or any student
-    metric given in `metrics` (`"val_accuracy"`, `"val_mae"`, ...).
+    Rank trials by the student's own loss on the validation labels,
+    `objective="val_student_loss"`, or by any student metric given in
+    `metrics` (`"val_accuracy"`, `"val_mae"`, ...): `val_loss` is the
+    distillation objective, which depends on the trial's alpha and
+    temperature, so it cannot rank trials.
 
     Args:
         teacher: The trained teacher, a `keras.Model`; shared by all trials.

@@ -15,7 +15,8 @@ schedule callbacks read a loss through it alone:
 - `teacher_layer_name` / `student_layer_name`: the layer each network taps
   for this loss, or `None` for its final outputs;
 - `temperature`: the temperature variable a `TemperatureScheduler` drives,
-  or `None`;
+  or `None`; `learns_temperature`: `True` for a loss whose temperature is
+  trained (`CTKD`), which no schedule may set;
 - `validate_model_compatibility(teacher, student)`: checks only, before
   training; raises a `ValueError` and changes nothing;
 - `build_for(teacher, student)`: creates the state that depends on the
@@ -82,6 +83,17 @@ class DistillationLoss(keras.layers.Layer):
     teacher_layer_name = None
     student_layer_name = None
     temperature = None
+    learns_temperature = False
+    _call_arguments = frozenset()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The optional arguments `call` takes, read once per class.
+        cls._call_arguments = frozenset(inspect.signature(cls.call).parameters) & {
+            "y_true",
+            "training",
+            "inputs",
+        }
 
     def __init__(self, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -143,14 +155,8 @@ class DistillationLoss(keras.layers.Layer):
         Casts the outputs to float32 and calls `call` with the `y_true`,
         `training` and `inputs` arguments it accepts.
         """
-        arguments = _call_arguments(self)
-        kwargs = {}
-        if "y_true" in arguments:
-            kwargs["y_true"] = y_true
-        if "training" in arguments:
-            kwargs["training"] = training
-        if "inputs" in arguments:
-            kwargs["inputs"] = inputs
+        given = {"y_true": y_true, "training": training, "inputs": inputs}
+        kwargs = {name: given[name] for name in self._call_arguments}
         return self.call(
             to_float32(teacher_outputs), to_float32(student_outputs), **kwargs
         )
@@ -227,8 +233,30 @@ def copy_loss(loss, fix):
         ) from error
 
 
-def _call_arguments(loss):
-    return inspect.signature(loss.call).parameters
+def loss_value(loss, teacher, student, y, sample_weight, training=None, inputs=None):
+    """`loss` (a `kerasdistill.DistillationLoss`) on (stop-gradient
+    `teacher`, `student`), checked, weighted per sample and reduced: a
+    float32 scalar. A loss may read the batch's `inputs` (e.g. a padding
+    mask).
+
+    Example:
+
+    ```python
+    kerasdistill.losses.base.loss_value(
+        kerasdistill.LogitsDistillation(2.0), teacher(x), student(x), y, None
+    )
+    ```
+    """
+    teacher = tree.map_structure(ops.stop_gradient, teacher)
+    loss.validate_outputs(teacher, student)
+    return loss.compute_loss(
+        teacher,
+        student,
+        sample_weight=sample_weight,
+        y_true=y,
+        training=training,
+        inputs=inputs,
+    )
 
 
 def to_float32(structure):

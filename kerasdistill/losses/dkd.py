@@ -24,8 +24,9 @@ def decoupled_kd(
     Args:
         teacher_logits: Teacher logits `(batch, classes)`.
         student_logits: Student logits, same shape.
-        labels: Integer labels `(batch,)` / `(batch, 1)`, or one-hot
-            `(batch, classes)`.
+        labels: Integer labels `(batch,)` / `(batch, 1)`, or one-hot or
+            soft labels `(batch, classes)` (mixed by MixUp / CutMix, or
+            smoothed), whose target class is their largest entry.
         alpha: Weight of TCKD.
         beta: Weight of NCKD.
         temperature: Softmax temperature `T > 0`.
@@ -65,7 +66,10 @@ class DKD(logits.SingleOutputLogitsLoss):
 
     Per sample `T^2 * (alpha * TCKD + beta * NCKD)`; see
     `kerasdistill.losses.decoupled_kd`. It needs the labels (the
-    target class), so it cannot train on a transfer set without them.
+    target class), so it cannot train on a transfer set without them, nor
+    on partial labels. With soft labels (a `Distiller`'s `mixing=MixUp()`
+    or `CutMix()`, label smoothing) the target class is the label's largest
+    entry: for a mixed sample, the class with the larger share.
 
     Args:
         alpha: Weight of TCKD, >= 0. Defaults to 1.0.
@@ -140,10 +144,12 @@ class DKD(logits.SingleOutputLogitsLoss):
 
 
 def _target_mask(labels, classes):
-    """One-hot float mask of the target class from sparse or one-hot labels."""
+    """One-hot float mask of the target class from sparse labels, or from
+    one-hot or soft labels (their largest entry: for a mixed label, the
+    class with the larger share)."""
     labels = ops.convert_to_tensor(labels)
     if len(labels.shape) == 2 and labels.shape[-1] not in (None, 1):
-        return ops.cast(labels, "float32")
+        labels = ops.argmax(labels, axis=-1)
     labels = ops.reshape(labels, (-1,))
     return ops.one_hot(ops.cast(labels, "int32"), classes, dtype="float32")
 

@@ -48,6 +48,7 @@ import keras
 import numpy as np
 
 from kerasdistill import checks
+from kerasdistill import logs
 from kerasdistill.distiller import Distiller
 from kerasdistill.schedules import curves
 from kerasdistill.self_distillation.deep_supervision import DeepSupervision
@@ -116,6 +117,9 @@ class ScheduleCallback(keras.callbacks.Callback):
                 f"of a {names}."
             )
         self._variable, self.log_name = self._resolve(self.model)
+        if self.update_freq == "epoch":  # every value of the run, before it
+            for epoch in range((self.params or {}).get("epochs") or 0):
+                self._checked_value(epoch, epoch)
         self._steps_per_epoch = (self.params or {}).get("steps")
         self._steps_per_execution = getattr(self.model, "steps_per_execution", 1)
         if self.update_freq == "batch" and not self._steps_per_epoch:
@@ -176,6 +180,21 @@ class ScheduleCallback(keras.callbacks.Callback):
         return _as_float(self.schedule(step))
 
     def _assign(self, step, epoch, batch):
+        value = self._checked_value(step, epoch)
+        if batch is not None and value == self._current:
+            return  # unchanged within the epoch: no assignment, no sync
+        _sync_jax_state(self.model)
+        self._set(value)
+        self._current = value
+        if self.verbose > 0 and batch in (None, 0):
+            _print(
+                f"\nEpoch {epoch + 1}: {type(self).__name__} setting "
+                f"{self.log_name} to {value:.6g}."
+            )
+
+    def _checked_value(self, step, epoch):
+        """The schedule's value at `step`, as a float in range, or a
+        `TypeError` / `ValueError` naming the epoch and the step."""
         where = f"in epoch {epoch + 1} (epoch index {epoch}, step {step})"
         raw = self.schedule(step)
         try:
@@ -193,16 +212,7 @@ class ScheduleCallback(keras.callbacks.Callback):
                 "Change the schedule so that it stays in range (for example "
                 "bound an ExponentialDecay with `end=`)."
             )
-        if batch is not None and value == self._current:
-            return  # unchanged within the epoch: no assignment, no sync
-        _sync_jax_state(self.model)
-        self._set(value)
-        self._current = value
-        if self.verbose > 0 and batch in (None, 0):
-            _print(
-                f"\nEpoch {epoch + 1}: {type(self).__name__} setting "
-                f"{self.log_name} to {value}."
-            )
+        return value
 
     def _set(self, value):
         self._variable.assign(value)
@@ -239,6 +249,15 @@ class AlphaScheduler(ScheduleCallback):
     expected = "alpha in [0, 1]"
 
     def _resolve(self, distiller):
+        if isinstance(distiller, Distiller) and not distiller.uses_labels:
+            raise ValueError(
+                "AlphaScheduler: alpha weighs the student's loss on the "
+                "labels, but this fit() has none (a transfer set), so the "
+                "objective is the distillation term alone and alpha is not "
+                "applied. Drop the AlphaScheduler, or fit on labeled data "
+                "(kerasdistill.data.labeled_and_unlabeled mixes labeled and "
+                "unlabeled inputs)."
+            )
         return distiller.student_loss_weight, "alpha"
 
     def _is_valid(self, value):
@@ -304,34 +323,55 @@ class TemperatureScheduler(LossScheduleCallback):
     expected = "a temperature > 0"
 
     def _resolve(self, distiller):
-        with_temperature = [
+        names = dict(
+            (id(loss), name)
+            for loss, name in logs.temperature_names(distiller.distillation_losses)
+        )
+        schedulable = [
             loss
             for loss in distiller.distillation_losses
-            if loss.temperature is not None
+            if loss.temperature is not None and not loss.learns_temperature
+        ]
+        learned = [
+            loss.name
+            for loss in distiller.distillation_losses
+            if loss.learns_temperature
         ]
         if self.loss is None:
-            if len(with_temperature) != 1:
+            if len(schedulable) != 1:
                 raise ValueError(
                     "TemperatureScheduler: expected exactly one distillation "
-                    "loss with a temperature when `loss` is not given. "
-                    f"Received {len(with_temperature)}: "
-                    f"{[loss.name for loss in with_temperature]}. Pass "
-                    "`loss=` (an index or a name)."
+                    "loss with a temperature variable when `loss` is not "
+                    f"given. Received {len(schedulable)}: "
+                    f"{[loss.name for loss in schedulable]}"
+                    + (
+                        f" (the temperature of {learned} is learned, not "
+                        "scheduled: drive CTKD with GradientReversalScheduler)"
+                        if learned
+                        else ""
+                    )
+                    + ". Pass `loss=` (an index or a name)."
                 )
-            loss = with_temperature[0]
+            loss = schedulable[0]
         else:
             loss = _find_loss(distiller, self.loss, "TemperatureScheduler")
+            if loss.learns_temperature:
+                raise ValueError(
+                    f"TemperatureScheduler: the distillation loss {self.loss!r} "
+                    f"({type(loss).__name__}) learns its temperature, which a "
+                    "schedule cannot set. Schedule CTKD's curriculum with "
+                    "kerasdistill.callbacks.GradientReversalScheduler (or "
+                    "kerasdistill.recipes.curriculum_temperature), or choose "
+                    f"one of {[loss.name for loss in schedulable]}."
+                )
             if loss.temperature is None:
                 raise ValueError(
                     f"TemperatureScheduler: the distillation loss {self.loss!r} "
                     f"({type(loss).__name__}) has no temperature variable. "
                     "Choose one of "
-                    f"{[loss.name for loss in with_temperature]}."
+                    f"{[loss.name for loss in schedulable]}."
                 )
-        name = (
-            "temperature" if len(with_temperature) == 1 else f"{loss.name}_temperature"
-        )
-        return loss.temperature, name
+        return loss.temperature, names[id(loss)]
 
     def _is_valid(self, value):
         return value > 0.0

@@ -1,26 +1,34 @@
 """Deep supervision (Be Your Own Teacher): auxiliary heads on intermediate
 layers learn from the labels and from the model's final head.
 
-Like the `Distiller`, it overrides `call` and `compute_loss` and leaves the
-train and test steps to Keras's own trainers, so it runs on TensorFlow, JAX
-and PyTorch: `call` runs the model with its heads once and records the
-heads' outputs (`taps.PassRecord`); `compute_loss` reads them back from the
-same forward pass.
+Like the `Distiller`, it overrides `call`, `compute_loss` and
+`compute_metrics` and leaves the train and test steps to Keras's own
+trainers, so it runs on TensorFlow, JAX and PyTorch: in a training step
+`call` runs the model with its heads once and returns a `StudentPass`
+(the final output, and the heads' outputs as its features), which Keras
+passes to `compute_loss` as `y_pred`.
 """
-
-import copy
 
 import keras
 from keras import ops
 
-from kerasdistill import _training
+from kerasdistill import _keras_internals
 from kerasdistill import checks
+from kerasdistill import labels
+from kerasdistill import logs
+from kerasdistill import model_configs
 from kerasdistill import reduction
 from kerasdistill import taps
+from kerasdistill import variables
+from kerasdistill.losses import base
+from kerasdistill.self_distillation import loss_choice
+from kerasdistill.student_pass import StudentPass
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class DeepSupervision(_training.CompileFromConfig, keras.Model):
+class DeepSupervision(
+    variables.StudentLossWeight, _keras_internals.CompileFromConfig, keras.Model
+):
     """Trains `model` with auxiliary heads on its named layers (BYOT).
 
     Each layer in `head_layers` feeds a small head that predicts what the
@@ -124,11 +132,11 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         self.model = model
         self.head_layers = list(head_layers)
         self.heads = heads
-        self.distillation_loss = _training.output_distillation_loss(
+        self.distillation_loss = loss_choice.output_distillation_loss(
             distillation_loss, "DeepSupervision"
         )
         self.distillation_loss.prepare(model, model)
-        self._student_loss_weight = _training.non_trainable(
+        self._student_loss_weight = variables.non_trainable(
             "student_loss_weight", student_loss_weight
         )
         head_outputs = [heads[layer](features[layer]) for layer in self.head_layers]
@@ -147,10 +155,7 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.head_loss_tracker = keras.metrics.Mean(name="head_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self._pass = taps.PassRecord()
         self.built = True
-
-    student_loss_weight = _training.student_loss_weight
 
     @property
     def distillation_losses(self):
@@ -174,17 +179,24 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         supervised.compile("adam", "mse", metrics=["mae"])
         ```
         """
-        _training.require_compile_loss(
+        labels.require_compile_loss(
             loss, "DeepSupervision trains the final output and every head on the labels"
         )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=None):
-        """The model's final output; the heads run in the same pass and
-        their outputs are kept for `compute_loss`."""
-        final, heads = self._network(inputs, training=training)
-        self._pass.store(final, heads)
-        return final
+        """The model's final output; in a training step, a `StudentPass`
+        whose features are the heads' outputs, from the same pass."""
+        if not training:
+            return self.model(inputs, training=training)
+        final, heads = self._network(inputs, training=True)
+        return StudentPass(final, dict(enumerate(heads)), inputs, None)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics of the final output, and the trackers."""
+        if isinstance(y_pred, StudentPass):
+            y_pred = y_pred.outputs
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def compute_loss(
         self,
@@ -197,14 +209,14 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
     ):
         """Returns the total loss of a batch and updates the loss trackers.
 
-        The heads' outputs come from the forward pass that produced `y_pred`
-        in this step; for a `y_pred` made elsewhere (and no
+        The heads' outputs come from the `StudentPass` that `call` returned
+        in a training step; for the plain final output (and no
         `head_outputs`), the model and its heads run again on `x`.
 
         Args:
             x: The inputs.
             y: The labels.
-            y_pred: The final output; computed with the heads when `None`.
+            y_pred: What `call` returned; computed when `None`.
             sample_weight: Optional per-sample weights.
             training: Whether this is a training step (passed to the
                 distillation loss, e.g. to update `DifficultyWeighted`'s
@@ -220,18 +232,19 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
         loss = supervised.compute_loss(x, y, supervised(x), training=False)
         ```
         """
-        _training.require_labels(
+        labels.require_labels(
             y,
             "DeepSupervision learns from labels (the final output's loss "
             "and every head's)",
         )
         if y_pred is None:
             y_pred = self(x, training=training)
-        if head_outputs is None:
-            head_outputs = self._pass.take(y_pred)
-        if head_outputs is None:  # y_pred was not made by this model's call
+        if isinstance(y_pred, StudentPass):
+            head_outputs = [y_pred.features[i] for i in range(len(y_pred.features))]
+            y_pred = y_pred.outputs
+        elif head_outputs is None:  # the plain final output: run the heads
             y_pred, head_outputs = self._network(x, training=training)
-        regularization = _training.regularization(self)
+        regularization = reduction.regularization(self)
         final_loss = self._label_loss(x, y, y_pred, sample_weight, regularization)
         head_loss = ops.zeros((), dtype="float32")
         distillation = ops.zeros((), dtype="float32")
@@ -239,7 +252,7 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
             head_loss = head_loss + self._label_loss(
                 x, y, head, sample_weight, regularization
             )
-            distillation = distillation + _training.distillation_value(
+            distillation = distillation + base.loss_value(
                 self.distillation_loss, y_pred, head, y, sample_weight, training
             )
         alpha = self._student_loss_weight
@@ -250,7 +263,7 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
             (self.head_loss_tracker, head_loss),
             (self.distillation_loss_tracker, distillation),
         ]:
-            _training.track(tracker, value, batch)
+            logs.track(tracker, value, batch)
         return total + regularization
 
     def _label_loss(self, x, y, y_pred, sample_weight, regularization):
@@ -264,36 +277,29 @@ class DeepSupervision(_training.CompileFromConfig, keras.Model):
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
                 ' or loss="mse".'
             )
-        return _training.label_loss(self, x, y, y_pred, sample_weight, regularization)
+        loss, _ = labels.label_loss(self, y, y_pred, sample_weight, regularization)
+        return loss
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "model": _training.serialize_uncompiled(self.model),
+                "model": model_configs.serialized(self.model),
                 "head_layers": self.head_layers,
-                "distillation_loss": keras.saving.serialize_keras_object(
-                    self.distillation_loss
-                ),
-                "heads": {
-                    layer: keras.saving.serialize_keras_object(head)
-                    for layer, head in self.heads.items()
-                },
-                "student_loss_weight": _training.read(self._student_loss_weight),
+                "distillation_loss": model_configs.serialized(self.distillation_loss),
+                "heads": model_configs.serialized(self.heads),
+                "student_loss_weight": variables.read(self._student_loss_weight),
             }
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = copy.deepcopy(config)
-        for key in ("model", "distillation_loss"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        config["heads"] = {
-            layer: keras.saving.deserialize_keras_object(head)
-            for layer, head in config["heads"].items()
-        }
-        return cls(**config)
+        return cls(
+            **model_configs.deserialized(
+                config, ["model", "distillation_loss", "heads"]
+            )
+        )
 
 
 def _default_heads(model, features):

@@ -1,12 +1,15 @@
-"""The distillation loss a `SelfDistiller` built without one chooses from
-the model's compiled loss: a cross-entropy gives `LogitsDistillation`, a
-mean squared / absolute error or Huber loss gives `RegressionDistillation`."""
+"""Which distillation losses the self-distillation models use: the one a
+`SelfDistiller` built without one chooses from the model's compiled loss (a
+cross-entropy gives `LogitsDistillation`, a mean squared / absolute error or
+Huber loss gives `RegressionDistillation`), and the check that a loss of
+`DeepSupervision` or `MutualLearning` compares outputs."""
 
 import keras
 import numpy as np
 from keras import ops
 
 from kerasdistill import losses as losses_module
+from kerasdistill.losses import keras_compat
 
 _CROSS_ENTROPIES = (
     keras.losses.SparseCategoricalCrossentropy,
@@ -95,3 +98,28 @@ def description(loss):
     for key in ("name", "dtype", "trainable", "temperature"):
         config.pop(key, None)
     return f"{type(loss).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(config.items()))})"
+
+
+def output_distillation_loss(loss, what):
+    """`loss` as a distillation loss that compares final outputs (no layer
+    taps), for `what` (the model that uses it, in the message).
+
+    Example:
+
+    ```python
+    output_distillation_loss(kerasdistill.LogitsDistillation(), "MutualLearning")
+    ```
+    """
+    loss = keras_compat.as_distillation_loss(loss)
+    for role, layer_name in (
+        ("teacher", loss.teacher_layer_name),
+        ("student", loss.student_layer_name),
+    ):
+        if layer_name is not None:
+            raise ValueError(
+                f"{what} compares the networks' outputs, so its distillation "
+                f"loss cannot tap a layer. Received {type(loss).__name__} "
+                f"with {role}_layer_name={layer_name!r}. Use "
+                "kerasdistill.LogitsDistillation or RegressionDistillation."
+            )
+    return loss

@@ -8,19 +8,26 @@ once and returns their outputs, which reach `compute_loss` as `y_pred` in
 the same trace.
 """
 
-import copy
 import itertools
 
 import keras
 from keras import ops
 
-from kerasdistill import _training
+from kerasdistill import _keras_internals
 from kerasdistill import checks
+from kerasdistill import labels
+from kerasdistill import logs
+from kerasdistill import model_configs
 from kerasdistill import reduction
+from kerasdistill import variables
+from kerasdistill.losses import base
+from kerasdistill.self_distillation import loss_choice
 
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
-class MutualLearning(_training.CompileFromConfig, keras.Model):
+class MutualLearning(
+    variables.StudentLossWeight, _keras_internals.CompileFromConfig, keras.Model
+):
     """Trains `models` together, each distilling from the others (DML).
 
     The loss of model `k` on a batch is
@@ -91,7 +98,7 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
                 f"Received: {names}. Pass name=... when building each model."
             )
         checks.check_unit_interval(student_loss_weight, "student_loss_weight")
-        self.distillation_loss = _training.output_distillation_loss(
+        self.distillation_loss = loss_choice.output_distillation_loss(
             distillation_loss, "MutualLearning"
         )
         for first, second in itertools.permutations(models, 2):
@@ -104,7 +111,7 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
             )
             self.distillation_loss.prepare(first, second)
         self.models = list(models)
-        self._student_loss_weight = _training.non_trainable(
+        self._student_loss_weight = variables.non_trainable(
             "student_loss_weight", student_loss_weight
         )
         self.model_loss_trackers = [
@@ -112,8 +119,6 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         ]
         if all(model.built for model in models):
             self.built = True
-
-    student_loss_weight = _training.student_loss_weight
 
     @property
     def distillation_losses(self):
@@ -140,7 +145,7 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         mutual.compile("adam", "mse", metrics=["mae"])
         ```
         """
-        _training.require_compile_loss(
+        labels.require_compile_loss(
             loss, "MutualLearning trains each model on the labels and on its peers"
         )
         super().compile(
@@ -193,7 +198,7 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         loss = mutual.compute_loss(x, y, mutual(x), training=False)
         ```
         """
-        _training.require_labels(
+        labels.require_labels(
             y,
             "MutualLearning learns from labels (each model's own loss) "
             "and from its peers",
@@ -203,13 +208,13 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
         _check_outputs(y_pred, self.models)
         alpha = self._student_loss_weight
         batch = reduction.batch_size(x)
-        regularization = _training.regularization(self)
+        regularization = reduction.regularization(self)
         total = ops.zeros((), dtype="float32")
         for model, tracker in zip(self.models, self.model_loss_trackers):
             output = y_pred[model.name]
             supervised = self._label_loss(x, y, output, sample_weight, regularization)
             peers = [
-                _training.distillation_value(
+                base.loss_value(
                     self.distillation_loss,
                     y_pred[peer.name],
                     output,
@@ -222,38 +227,32 @@ class MutualLearning(_training.CompileFromConfig, keras.Model):
             ]
             mutual = ops.mean(ops.stack(peers))
             loss = alpha * supervised + (1.0 - alpha) * mutual
-            _training.track(tracker, loss, batch)
+            logs.track(tracker, loss, batch)
             total = total + loss
         return total + regularization
 
     def _label_loss(self, x, y, output, sample_weight, regularization):
         """The compiled loss of one model's output, without the
         regularization losses (which Keras's `compute_loss` adds)."""
-        return _training.label_loss(self, x, y, output, sample_weight, regularization)
+        loss, _ = labels.label_loss(self, y, output, sample_weight, regularization)
+        return loss
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "models": [_training.serialize_uncompiled(m) for m in self.models],
-                "distillation_loss": keras.saving.serialize_keras_object(
-                    self.distillation_loss
-                ),
-                "student_loss_weight": _training.read(self._student_loss_weight),
+                "models": model_configs.serialized(self.models),
+                "distillation_loss": model_configs.serialized(self.distillation_loss),
+                "student_loss_weight": variables.read(self._student_loss_weight),
             }
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = copy.deepcopy(config)
-        config["models"] = [
-            keras.saving.deserialize_keras_object(m) for m in config["models"]
-        ]
-        config["distillation_loss"] = keras.saving.deserialize_keras_object(
-            config["distillation_loss"]
+        return cls(
+            **model_configs.deserialized(config, ["models", "distillation_loss"])
         )
-        return cls(**config)
 
 
 def _check_outputs(y_pred, models):

@@ -7,16 +7,15 @@ stop-gradient: that target equals the prediction, so its loss and gradient
 are zero (the model learns nothing from it).
 """
 
-import copy
-
 import keras
 from keras import ops
 
-from kerasdistill import _training
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
 from kerasdistill import distribute
-from kerasdistill.data import cache
+from kerasdistill import logs as logs_module
+from kerasdistill import model_configs
+from kerasdistill import variables
 from kerasdistill.self_distillation import loss_choice
 
 _TEACHERS = ("snapshot", "ema")
@@ -226,17 +225,17 @@ class SelfDistiller(distiller_module.Distiller):
             # model's own variables load by position, so they must come in
             # the order of a SelfDistiller given that loss (as it is loaded).
             self._distillation_loss_weights = [
-                _training.non_trainable("distillation_loss_weight_0", 1.0)
+                variables.non_trainable("distillation_loss_weight_0", 1.0)
             ]
         self._ema_decay = (
             None
             if ema_decay is None
-            else _training.non_trainable("ema_decay", ema_decay)
+            else variables.non_trainable("ema_decay", ema_decay)
         )
         self._ema_updates = (
-            None if ema_decay is None else _training.non_trainable("ema_updates", 0.0)
+            None if ema_decay is None else variables.non_trainable("ema_updates", 0.0)
         )
-        self._teacher_ready = _training.non_trainable(
+        self._teacher_ready = variables.non_trainable(
             "teacher_ready", 1.0 if teacher == "ema" else 0.0
         )
 
@@ -262,7 +261,7 @@ class SelfDistiller(distiller_module.Distiller):
     def teacher_ready(self):
         """Whether the teacher holds a state to learn from (always for EMA;
         after the first snapshot for a snapshot teacher)."""
-        return _training.read(self._teacher_ready) > 0.5
+        return variables.read(self._teacher_ready) > 0.5
 
     def refresh_teacher(self):
         """Copies the model's current weights into the teacher.
@@ -327,9 +326,8 @@ class SelfDistiller(distiller_module.Distiller):
         # each loss (its weight variable exists already): the loss and, for
         # a temperature, the metric that logs it.
         self.distillation_losses = [chosen]
-        tempered = _training.temperature_trackers(self.distillation_losses)
-        self._tempered_losses = [loss for loss, _ in tempered]
-        self.temperature_trackers = [tracker for _, tracker in tempered]
+        self.term_trackers = logs_module.term_trackers(self.distillation_losses)
+        self._set_temperature_trackers()
 
     def fit(
         self,
@@ -352,7 +350,7 @@ class SelfDistiller(distiller_module.Distiller):
         )
         self._check_no_alpha_scheduler(listed)
         if getattr(self, "_count_ema_updates_from_optimizer", False):
-            self._ema_updates.assign(float(_training.read(self.optimizer.iterations)))
+            self._ema_updates.assign(float(variables.read(self.optimizer.iterations)))
             self._count_ema_updates_from_optimizer = False
         schedule = _TeacherSchedule()
         if isinstance(callbacks, keras.callbacks.CallbackList):
@@ -444,8 +442,8 @@ class SelfDistiller(distiller_module.Distiller):
             )
         count.assign(count + 1.0)
 
-    def _inputs_and_teacher_taps(self, x):
-        if cache.is_cached(x):
+    def _teacher_taps(self, view, cached):
+        if cached is not None:
             raise ValueError(
                 "Expected the inputs themselves: a SelfDistiller's teacher "
                 "changes during training (snapshot or EMA), so outputs cached "
@@ -453,10 +451,14 @@ class SelfDistiller(distiller_module.Distiller):
                 "Received a batch of cached teacher outputs. Fit on the "
                 "inputs."
             )
-        return super()._inputs_and_teacher_taps(x)
+        return super()._teacher_taps(view, cached)
 
-    def _distillation_loss(self, *args, **kwargs):
-        return self._teacher_ready * super()._distillation_loss(*args, **kwargs)
+    def _distillation_terms(self, *args, **kwargs):
+        """The Distiller's terms, 0 while there is no teacher yet."""
+        return [
+            self._teacher_ready * term
+            for term in super()._distillation_terms(*args, **kwargs)
+        ]
 
     def get_config(self):
         config = super().get_config()
@@ -467,7 +469,7 @@ class SelfDistiller(distiller_module.Distiller):
                 "teacher": self.teacher_type,
                 "snapshot_interval": self.snapshot_interval,
                 "ema_decay": (
-                    None if self._ema_decay is None else _training.read(self._ema_decay)
+                    None if self._ema_decay is None else variables.read(self._ema_decay)
                 ),
                 "progressive_alpha": self.progressive_alpha,
                 "progressive_epochs": self.progressive_epochs,
@@ -483,14 +485,9 @@ class SelfDistiller(distiller_module.Distiller):
 
     @classmethod
     def from_config(cls, config):
-        config = copy.deepcopy(config)
-        config["model"] = keras.saving.deserialize_keras_object(config["model"])
-        if config["distillation_losses"] is not None:
-            config["distillation_losses"] = [
-                keras.saving.deserialize_keras_object(loss)
-                for loss in config["distillation_losses"]
-            ]
-        return cls(**config)
+        return cls(
+            **model_configs.deserialized(config, ["model", "distillation_losses"])
+        )
 
 
 class _TeacherSchedule(keras.callbacks.Callback):

@@ -116,6 +116,11 @@ def distillers(teacher, student):
         "ours, logits, cached teacher": kerasdistill.Distiller(
             teacher, fresh(), kerasdistill.LogitsDistillation(TEMPERATURE)
         ),
+        "ours, logits + feature, cached teacher": kerasdistill.Distiller(
+            teacher,
+            fresh(),
+            [kerasdistill.LogitsDistillation(TEMPERATURE), feature_loss(kerasdistill)],
+        ),
     }
     for distiller in built.values():
         distiller.compile(keras.optimizers.Adam(1e-3), SPARSE_CE)
@@ -272,6 +277,8 @@ BACKEND_JOBS = (
     "keras.distillation, logits",
     "ours, logits + feature",
     "keras.distillation, logits + feature",
+    "ours, logits, cached teacher",
+    "ours, logits + feature, cached teacher",
 )
 
 
@@ -283,10 +290,24 @@ def backend_probe(rounds):
     baseline = keras.models.clone_model(student)
     baseline.compile(keras.optimizers.Adam(1e-3), SPARSE_CE)
     models = {"student only": baseline, **built}
+    data = {
+        name: (
+            (
+                kerasdistill.cache_teacher_outputs(
+                    teacher, (x, y), models[name].distillation_losses, BATCH_SIZE
+                ),
+            ),
+            {},
+        )
+        if "cached" in name
+        else ((x, y), {"batch_size": BATCH_SIZE})
+        for name in BACKEND_JOBS
+    }
     times = {name: [] for name in BACKEND_JOBS}
     for _ in range(rounds):
         for name in BACKEND_JOBS:
-            times[name].append(time_epoch(models[name], x, y, batch_size=BATCH_SIZE))
+            args, kwargs = data[name]
+            times[name].append(time_epoch(models[name], *args, **kwargs))
     print(
         json.dumps(
             {name: values[1:] for name, values in times.items()},
@@ -315,8 +336,9 @@ def backend_report(per_backend):
     lines = [
         "",
         "by backend (one fresh process each)     epoch wall (s)   ours / keras.distillation   "
-        "epoch / TensorFlow's",
-        f"{'backend, job':<40} {'median':>7}   {'wall':>6} {'CPU':>6}   {'':>10}",
+        "epoch / TensorFlow's   cached / student only",
+        f"{'backend, job':<40} {'median':>7}   {'wall':>6} {'CPU':>6}   {'':>10}"
+        f"   {'wall':>6} {'CPU':>6}",
     ]
     for backend, times in per_backend.items():
         for job in ("ours, logits", "ours, logits + feature", "student only"):
@@ -332,8 +354,15 @@ def backend_report(per_backend):
                 if reference is not None
                 else np.nan
             )
+            cached = f"{job}, cached teacher"
+            cached_ratio = (
+                "{:>6.3f} {:>6.3f}".format(*ratios(times, cached, "student only"))
+                if cached in times
+                else ""
+            )
             lines.append(
-                f"{backend + ', ' + job:<40} {wall:>7.3f}   {ratio:>13}   {relative:>10.3f}"
+                f"{backend + ', ' + job:<40} {wall:>7.3f}   {ratio:>13}   "
+                f"{relative:>10.3f}   {cached_ratio:>13}"
             )
     return "\n".join(lines)
 

@@ -116,9 +116,11 @@ def target_bytes_per_token(teacher, data, top_k):
         cached = kerasdistill.cache_teacher_outputs(
             teacher, data, [loss], batch_size=BATCH_SIZE, path=os.path.join(path, "c")
         )
-        x, _, _ = next(iter(cached))
-        arrays = keras.tree.flatten(x["teacher_outputs"])
-        in_memory = sum(a.numpy().nbytes for a in arrays) / (BATCH_SIZE * LENGTH)
+        x, _, _ = cached[0]
+        arrays = keras.tree.flatten(
+            x[kerasdistill.cache.marker_key(teacher)]["outputs"]
+        )
+        in_memory = sum(a.nbytes for a in arrays) / (BATCH_SIZE * LENGTH)
         on_disk = sum(
             os.path.getsize(os.path.join(root, name))
             for root, _, names in os.walk(path)

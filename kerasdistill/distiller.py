@@ -267,15 +267,11 @@ class Distiller(
 
     @property
     def evaluate_with_teacher(self):
-        """Whether `evaluate()` (and validation in `fit()`) runs the teacher.
-
-        `True` (the default) reports `loss` (the training objective),
-        `student_loss` and `distillation_loss`. Set it to `False` when only
-        the student's metrics are wanted: the teacher is skipped, `loss` is
-        then the student's own loss on the labels plus its regularization
-        losses (what `student.evaluate()` reports) and there is no
-        `distillation_loss`. Labels are needed. Not saved with the model.
-        """
+        """Whether `evaluate()` (and validation in `fit()`) runs the teacher:
+        `True` (default) reports the training objective as `loss`, with
+        `student_loss` and `distillation_loss`; `False` skips the teacher,
+        and `loss` is the student's own loss on the labels plus its
+        regularization (what `student.evaluate()` reports). Not saved."""
         return self._evaluate_with_teacher
 
     @evaluate_with_teacher.setter
@@ -323,20 +319,19 @@ class Distiller(
             super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, checked before training: datasets of cached
-        teacher outputs (`kerasdistill.cache_teacher_outputs`), the labels
-        (class indices >= 0; partial labels for labeled and unlabeled
-        inputs together), and labels with `student_loss_weight` > 0 but no
-        `loss` in `compile()`. Data without labels makes the objective the
+        """`keras.Model.fit`, checked before training: caches of teacher
+        outputs (read without Python per batch), the labels (class indices
+        >= 0, or partial labels), and labels with `student_loss_weight` > 0
+        but no compiled `loss`. Data without labels makes the objective the
         distillation term alone (see `uses_labels`)."""
         arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
+        arguments = cache.fit_arguments(arguments)
         arguments["x"] = semi_supervised.check_batches(arguments.get("x"))
         x, y = arguments["x"], arguments.get("y")
         self._view.check_fit(x, y)
+        layer_names = self._networks["teacher"].layer_names
         for data in (x, arguments.get("validation_data")):
-            cache.check_dataset(
-                data, self.teacher, self._networks["teacher"].layer_names, self.student
-            )
+            cache.check_dataset(data, self.teacher, layer_names, self.student)
         labels_module.check_label_values(y, self.loss)
         uses_labels = labels_module.data_has_labels(x, y) is not False
         if uses_labels:
@@ -347,6 +342,15 @@ class Distiller(
             self.test_function = None  # validation's objective follows
         self._uses_labels = uses_labels
         return super().fit(**arguments)
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate`; a cache is checked and read as in `fit()`."""
+        arguments = inspect.signature(super().evaluate).bind(*args, **kwargs).arguments
+        arguments = cache.fit_arguments(arguments)
+        extra = arguments.pop("kwargs", {})
+        layer_names = self._networks["teacher"].layer_names
+        cache.check_dataset(arguments.get("x"), self.teacher, layer_names, self.student)
+        return super().evaluate(**arguments, **extra)
 
     def call(self, inputs, training=None):
         """The student's outputs; in a training step, its `StudentPass`:

@@ -237,10 +237,10 @@ def run_case(case, out, label, scope, teacher_scope=None, callbacks=()):
         scope, contextlib.nullcontext() if teacher_scope is None else teacher_scope
     )
     fit_kwargs["callbacks"] = fit_kwargs.get("callbacks", []) + list(callbacks)
-    # A dataset (of cached teacher outputs) comes batched and in order.
+    # A cache of teacher outputs comes batched and in order.
     batching = (
         {}
-        if isinstance(fit_kwargs["x"], tf.data.Dataset)
+        if isinstance(fit_kwargs["x"], kd.data.cached_batches.CachedTeacherOutputs)
         else dict(batch_size=GLOBAL_BATCH)
     )
     history = distiller.fit(
@@ -355,14 +355,14 @@ def shuffled_cache_order(strategy, epochs=2):
     x, y, _ = _data()
     teacher = _mlp("teacher", [16, 8])
     cached = kd.cache_teacher_outputs(teacher, (x, y), batch_size=GLOBAL_BATCH)
-    marker = kd.cache.marker_key(teacher)  # its values are the sample indices
-    dataset = strategy.experimental_distribute_dataset(cached)
+    rows = {row.tobytes(): i for i, row in enumerate(x)}  # a sample's index
+    dataset = strategy.experimental_distribute_dataset(cached.as_dataset())
     return [
         [
-            int(index)
+            rows[row.tobytes()]
             for cached_x, _ in dataset
-            for indices in strategy.experimental_local_results(cached_x[marker])
-            for index in np.asarray(indices)
+            for inputs in strategy.experimental_local_results(cached_x["inputs"])
+            for row in np.asarray(inputs)
         ]
         for _ in range(epochs)
     ]

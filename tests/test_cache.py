@@ -97,41 +97,47 @@ def test_format_shuffling_and_single_samples(classification_data):
     teacher_logits = teacher.predict(x, verbose=0)
     cached = kd.cache_teacher_outputs(teacher, (x, y), LOGITS_AND_HINT, batch_size=24)
     marker = kd.cache.marker_key(teacher)
-    assert cached.cardinality() == 3  # 24 + 24 + 16
-    orders = []
-    for _ in range(2):  # reshuffled at each epoch, rows kept together
-        batches = list(cached)
+    assert len(cached) == 3  # 24 + 24 + 16
+    rows = {row.tobytes(): i for i, row in enumerate(x)}
+
+    def read(batches):
+        """The sample order of the batches, checked against the arrays."""
         assert [int(b[1].shape[0]) for b in batches] == [24, 24, 16]
-        index = np.concatenate([b[0][marker].numpy() for b in batches])
-        orders.append(index)
+        inputs = np.concatenate([np.asarray(b[0]["inputs"]) for b in batches])
+        index = np.array([rows[row.tobytes()] for row in inputs])
         assert sorted(index) == list(range(len(x)))
-        inputs = np.concatenate([b[0]["inputs"].numpy() for b in batches])
-        outputs = np.concatenate([b[0]["teacher_outputs"].numpy() for b in batches])
+        teacher_part = [b[0][marker] for b in batches]
+        outputs = np.concatenate([np.asarray(t["outputs"]) for t in teacher_part])
         features = np.concatenate(
-            [b[0]["teacher_features"]["teacher_logits"].numpy() for b in batches]
+            [np.asarray(t["features"]["teacher_logits"]) for t in teacher_part]
         )
-        np.testing.assert_array_equal(inputs, x[index])
         np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y[index])
         np.testing.assert_allclose(outputs, teacher_logits[index], rtol=1e-6)
         np.testing.assert_allclose(features, teacher_logits[index], rtol=1e-6)
+        return index
+
+    orders = []
+    for _ in range(2):  # reshuffled at each epoch, rows kept together
+        orders.append(read([cached[i] for i in range(len(cached))]))
+        cached.on_epoch_end()
     assert not np.array_equal(orders[0], orders[1])
+    dataset = cached.as_dataset()  # the same batches through tf.data
+    assert dataset.cardinality() == 3
+    tf_orders = [read(list(dataset.as_numpy_iterator())) for _ in range(2)]
+    assert not np.array_equal(*tf_orders)
     samples = kd.cache_teacher_outputs(teacher, x, batch_size=None)
     assert samples.cardinality() == len(x)
-    assert set(samples.element_spec) == {
-        marker,
-        "inputs",
-        "teacher_outputs",
-        "teacher_features",
-    }
+    assert set(samples.element_spec) == {marker, "inputs"}
     first = next(iter(samples))
-    np.testing.assert_allclose(first["teacher_outputs"], teacher_logits[0], rtol=1e-6)
+    np.testing.assert_allclose(first[marker]["outputs"], teacher_logits[0], rtol=1e-6)
 
 
 def test_transfer_set_and_float16_cache(classification_data):
     x, y = classification_data
     teacher, _ = counted_teacher()
     cached = kd.cache_teacher_outputs(teacher, x, batch_size=16, dtype="float16")
-    assert cached.element_spec["teacher_outputs"].dtype == tf.float16
+    marker = kd.cache.marker_key(teacher)
+    assert cached.x[marker]["outputs"].dtype == np.float16
     distiller = distiller_for(teacher, kd.LogitsDistillation(2.0))
     history = distiller.fit(cached, epochs=3, verbose=0).history
     assert history["loss"] == pytest.approx(history["distillation_loss"])

@@ -143,13 +143,13 @@ def test_top_k_cache_stores_k_per_token_and_trains_as_the_live_teacher(tmp_path)
         shuffle=False,
         path=str(tmp_path / "top_k"),
     )
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(next(iter(cached)))
-    targets = x["teacher_outputs"]
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(cached[0])
+    targets = x[kd.cache.marker_key(teacher)]["outputs"]
     assert sorted(targets) == ["top_k_indices", "top_k_logits"]
     assert tuple(targets["top_k_logits"].shape) == (8, SEQ, 4)
     assert targets["top_k_indices"].dtype.name == "int32"
     np.testing.assert_allclose(  # the teacher's 4 largest logits, largest first
-        targets["top_k_logits"].numpy(),
+        targets["top_k_logits"],
         -np.sort(-as_numpy(teacher(ids[:8])), axis=-1)[..., :4],
         rtol=1e-6,
     )
@@ -190,8 +190,8 @@ def test_a_top_k_cache_is_refused_by_a_full_loss_and_mixed_losses_warn():
         warnings.simplefilter("always")
         full = kd.cache_teacher_outputs(teacher, (ids, labels), mixed, batch_size=8)
     assert any("stores its full outputs" in str(w.message) for w in caught)
-    x, _ = next(iter(full))
-    assert tuple(x["teacher_outputs"].shape) == (8, SEQ, VOCAB)
+    x, _ = full[0]
+    assert tuple(x[kd.cache.marker_key(teacher)]["outputs"].shape) == (8, SEQ, VOCAB)
 
 
 def _disk_bytes(path):

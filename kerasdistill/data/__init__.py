@@ -1,9 +1,10 @@
 """Data for distillation.
 
-- `cache`: the teacher's outputs computed once and fed to `fit()` through
-  `tf.data` (`kerasdistill.cache_teacher_outputs`), from the batches that
+- `cache`: the teacher's outputs computed once
+  (`kerasdistill.cache_teacher_outputs`), from the batches that
   `input_batches` reads, after `randomness` checked that the data is not
-  randomly augmented; `top_k_outputs` stores the teacher's top-k logits
+  randomly augmented; `cached_batches` feeds them to `fit()` the cheapest
+  way on each backend; `top_k_outputs` stores the teacher's top-k logits
   and indices instead of its full outputs when every loss is top-k;
 - `semi_supervised`: `labeled_and_unlabeled`, a labeled and an unlabeled set interleaved in
   one dataset with partial labels (`kerasdistill.partial_labels`), for one

@@ -1,36 +1,36 @@
-"""Teacher outputs computed once and fed to the `Distiller` through `tf.data`.
+"""Teacher outputs computed once and fed to the `Distiller` with its batches.
 
 A teacher forward pass often costs several times a student training step.
 When the inputs are not randomly augmented, the teacher's outputs on them
-never change, so `cache_teacher_outputs` runs the teacher once and returns a
-`tf.data.Dataset` whose batches carry them; the `Distiller` recognises such
-batches and skips the teacher.
+never change, so `cache_teacher_outputs` runs the teacher once and returns
+a `CachedTeacherOutputs` (`kerasdistill.data.cached_batches`) whose batches
+carry them; the `Distiller` reads the teacher's part of a batch instead of
+running it.
 
-Format of an element (documented, so that a pipeline may map over it): a
-Keras `(x, y, sample_weight)` tuple -- `(x, y)` without sample weights, `x`
-alone without labels -- whose `x` is a dict
+Format of a batch (documented, so that a pipeline may map over it): a Keras
+`(x, y, sample_weight)` tuple -- `(x, y)` without sample weights, `x` alone
+without labels -- whose `x` is a dict
 
     {
-        "kerasdistill_cache:teacher=<name>,params=<count>": sample index (int64),
         "inputs": the inputs, as given,
-        "teacher_outputs": the teacher's outputs (`training=False`), or
-            their top-k targets `{"top_k_logits", "top_k_indices"}` when
-            every loss reading them is a `LogitsDistillation(top_k=k)`,
-        "teacher_features": {teacher_layer_name: that layer's output},
+        "kerasdistill_cache:teacher=<name>,params=<count>": {
+            "outputs": the teacher's outputs (`training=False`), or their
+                top-k targets `{"top_k_logits", "top_k_indices"}` when
+                every loss reading them is a `LogitsDistillation(top_k=k)`,
+            "features": {teacher_layer_name: that layer's output},
+        },
     }
 
-The first key is the marker (no user input is named so): it tells the
-`Distiller` that the batch is cached and records which teacher it was built
-for, so a cache built for another teacher, or lacking a tapped layer that
-the losses need, is refused when the train function is traced, before any
-weight changes. A cache on disk also records the number of samples and a
-checksum of the teacher's weights, checked when it is reused.
+The teacher's key (no user input is named so) says which teacher the cache
+was built for: a cache built for another teacher, or lacking a tapped layer
+that the losses need, is refused before training. A cache on disk also
+records the number of samples and a checksum of the teacher's weights,
+checked when it is reused.
 
 Every backend. The teacher runs with the current Keras backend on numpy
 batches (`tf.function` under TensorFlow, Keras's compiled predict step
-under JAX and PyTorch), and the cache is a `tf.data.Dataset`, which
-`fit()` takes on every backend. TensorFlow is imported when a cache is
-built or checked, not with `kerasdistill`.
+under JAX and PyTorch). TensorFlow is imported when a cache is saved,
+loaded or turned into a `tf.data.Dataset`, not with `kerasdistill`.
 """
 
 import hashlib
@@ -45,6 +45,7 @@ from keras import tree
 
 from kerasdistill import checks
 from kerasdistill import taps
+from kerasdistill.data import cached_batches
 from kerasdistill.data import input_batches
 from kerasdistill.data import randomness
 from kerasdistill.data import top_k_outputs
@@ -56,16 +57,16 @@ MARKER = "kerasdistill_cache"
 INPUTS = "inputs"
 
 
-TEACHER_OUTPUTS = "teacher_outputs"
+OUTPUTS = "outputs"
 
 
-TEACHER_FEATURES = "teacher_features"
+FEATURES = "features"
 
 
 METADATA_FILE = "kerasdistill_cache.json"
 
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 _DTYPES = ("float16", "float32", "float64")
@@ -81,16 +82,17 @@ def cache_teacher_outputs(
     dtype=None,
     overwrite=False,
 ):
-    """Runs `teacher` once over `data` and returns a dataset that carries
-    its outputs, for `kerasdistill.Distiller.fit` / `evaluate`.
+    """Runs `teacher` once over `data` and returns batches that carry its
+    outputs, for `kerasdistill.Distiller.fit` / `evaluate`.
 
     The teacher runs in inference mode (`training=False`), batch by batch.
-    The returned `tf.data.Dataset` yields the inputs, the labels and sample
-    weights when `data` has them, the teacher's outputs and the outputs of
-    the teacher layers that `distillation_losses` tap (see the module
-    docstring for the format). A `Distiller` whose teacher is `teacher`
-    trains on it without running the teacher: an epoch then costs about a
-    student-only epoch. With `path`, the cache is written there and a later
+    The returned `CachedTeacherOutputs` (a `keras.utils.PyDataset`; its
+    `as_dataset()` is a `tf.data.Dataset`) yields the inputs, the labels
+    and sample weights when `data` has them, the teacher's outputs and the
+    outputs of the teacher layers that `distillation_losses` tap (see the
+    module docstring for the format). A `Distiller` whose teacher is
+    `teacher` trains on it without running the teacher: an epoch then
+    costs about a student-only epoch, on every backend. With `path`, the cache is written there and a later
     call (in another run) with the same `path` reuses it instead of running
     the teacher, after checking that it was built for this teacher (name,
     parameter count, weights), these tapped layers and this many samples.
@@ -117,11 +119,11 @@ def cache_teacher_outputs(
             only the teacher's top-k logits and their indices are stored
             (O(k) per token instead of O(vocabulary)).
         batch_size: Size of the batches the teacher runs on and the returned
-            dataset yields (the last may be smaller), like `fit()`'s.
-            `None` returns single samples, for a pipeline of your own
-            (`.shuffle(n).batch(b)`), and runs the teacher on batches of
-            32; a `tf.data.Dataset` given as `data` keeps its own batches
-            for the teacher.
+            cache yields (the last may be smaller), like `fit()`'s. `None`
+            returns a `tf.data.Dataset` of single samples, for a pipeline
+            of your own (`.shuffle(n).batch(b)`), and runs the teacher on
+            batches of 32; a `tf.data.Dataset` given as `data` keeps its own
+            batches for the teacher.
         shuffle: Whether the batches are reshuffled at each epoch, as
             `fit(shuffle=True)` does. Only with a `batch_size`.
         path: A directory to write the cache to, or to reuse it from.
@@ -132,8 +134,8 @@ def cache_teacher_outputs(
         overwrite: Rebuild the cache at `path` even if one is there.
 
     Returns:
-        A `tf.data.Dataset`, batched and reshuffled at each iteration when
-        `batch_size` is given, else of single samples.
+        A `CachedTeacherOutputs`, reshuffled at each epoch, when
+        `batch_size` is given; else a `tf.data.Dataset` of single samples.
 
     Example:
 
@@ -164,17 +166,18 @@ def cache_teacher_outputs(
             wanted.update(source.describe())
             stored = _read_metadata(path)
             _check_reusable(stored, wanted, path)
-            return _from_disk(path, stored["samples"], batch_size, shuffle)
+            return _batches(_load(path), batch_size, shuffle)
     randomness.warn_if_random(data)
     network = taps.TappedNetwork(teacher, layer_names, "teacher")
-    batches = _teacher_batches(network, source, marker_key(teacher), dtype, top_k)
-    if path is None:
-        return _from_arrays(_concatenate(batches), batch_size, shuffle)
-    _prepare_directory(path, overwrite)
-    wanted.update(_save(batches, path))
-    with open(os.path.join(path, METADATA_FILE), "w") as file:
-        json.dump(wanted, file, indent=2)
-    return _from_disk(path, wanted["samples"], batch_size, shuffle)
+    element = _concatenate(
+        _teacher_batches(network, source, marker_key(teacher), dtype, top_k)
+    )
+    if path is not None:
+        _prepare_directory(path, overwrite)
+        wanted.update(_save(element, path))
+        with open(os.path.join(path, METADATA_FILE), "w") as file:
+            json.dump(wanted, file, indent=2)
+    return _batches(element, batch_size, shuffle)
 
 
 def teacher_layer_names(distillation_losses):
@@ -210,9 +213,13 @@ def marker_key(teacher):
 
 def is_cached(x):
     """Whether `x` (the `x` of a batch, or its spec) is a cached batch."""
-    return isinstance(x, dict) and any(
-        isinstance(key, str) and key.startswith(f"{MARKER}:") for key in x
-    )
+    return bool(_teacher_keys(x))
+
+
+def _teacher_keys(x):
+    if not isinstance(x, dict):
+        return []
+    return [key for key in x if isinstance(key, str) and key.startswith(f"{MARKER}:")]
 
 
 def split(x):
@@ -226,9 +233,11 @@ def split(x):
     inputs, teacher_taps = kerasdistill.cache.split(batch_x)
     ```
     """
-    if not is_cached(x):
+    keys = _teacher_keys(x)
+    if not keys:
         return x, None
-    return x[INPUTS], (x[TEACHER_OUTPUTS], x[TEACHER_FEATURES])
+    teacher = x[keys[0]]
+    return x[INPUTS], (teacher[OUTPUTS], teacher[FEATURES])
 
 
 def warn_if_student_augments(student):
@@ -259,7 +268,7 @@ def check_cached(x, teacher, layer_names):
             "per step), or wrap the teachers in one keras.Model and cache "
             "its outputs."
         )
-    keys = [key for key in x if isinstance(key, str) and key.startswith(f"{MARKER}:")]
+    keys = _teacher_keys(x)
     expected = marker_key(teacher)
     if keys != [expected]:
         raise ValueError(
@@ -269,7 +278,7 @@ def check_cached(x, teacher, layer_names):
             "kerasdistill.cache_teacher_outputs(distiller.teacher, data, "
             "distiller.distillation_losses), or fit on the inputs themselves."
         )
-    cached = sorted(x.get(TEACHER_FEATURES, {}))
+    cached = sorted(x[keys[0]][FEATURES])
     missing = [name for name in layer_names if name not in cached]
     if missing:
         raise ValueError(
@@ -281,13 +290,17 @@ def check_cached(x, teacher, layer_names):
         )
 
 
-def check_dataset(dataset, teacher, layer_names, student):
-    """Checks a `tf.data.Dataset` of cached batches from its element spec
-    (before training), and warns when `student` augments its inputs; does
-    nothing for other data."""
-    if not input_batches.is_tf_dataset(dataset):
-        return
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
+def check_dataset(data, teacher, layer_names, student):
+    """Checks cached teacher outputs before training (a
+    `CachedTeacherOutputs`, its arrays, or a `tf.data.Dataset` of cached
+    batches from its element spec), and warns when `student` augments its
+    inputs; does nothing for other data."""
+    if isinstance(data, cached_batches.CachedTeacherOutputs):
+        x = data.x
+    elif input_batches.is_tf_dataset(data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data.element_spec)
+    else:
+        x = data
     if is_cached(x):
         check_cached(x, teacher, layer_names)
         warn_if_student_augments(student)
@@ -339,23 +352,20 @@ def _teacher_batches(network, source, marker, dtype, top_k_loss):
     `data` has no labels or weights), with the top-k targets of
     `top_k_loss` as the outputs when it is given."""
     run = _teacher_function(network)
-    start = 0
+    empty = True
     for x, y, sample_weight in source:
         outputs, features = run(x)
         if top_k_loss is not None:
             outputs = top_k_loss.top_k_targets(outputs)
-        size = int(tree.flatten(x)[0].shape[0])
         cached = {
-            marker: np.arange(start, start + size, dtype="int64"),
             INPUTS: x,
-            TEACHER_OUTPUTS: _cast(outputs, dtype),
-            TEACHER_FEATURES: _cast(features, dtype),
+            marker: {OUTPUTS: _cast(outputs, dtype), FEATURES: _cast(features, dtype)},
         }
-        start += size
+        empty = False
         yield tree.map_structure(
             keras.ops.convert_to_numpy, (cached, y, sample_weight), none_is_leaf=False
         )
-    if start == 0:
+    if empty:
         raise ValueError("Expected `data` to hold samples. Received no batch.")
 
 
@@ -406,100 +416,29 @@ def _concatenate(batches):
     )
 
 
-def _pack(element):
-    return keras.utils.pack_x_y_sample_weight(*element)
-
-
-def _from_arrays(element, batch_size, shuffle):
-    """A dataset over numpy arrays: of single samples without `batch_size`,
-    else of batches gathered by shuffled indices (the vectorised scheme of
-    Keras's array adapter, but reshuffled at each epoch even under
-    `keras.utils.set_random_seed`)."""
-    tf = input_batches.tf()
-    packed = _pack(element)
+def _batches(element, batch_size, shuffle):
+    """The cache of the numpy arrays `element` (`(x, y, sample_weight)`)."""
     if batch_size is None:
-        return tf.data.Dataset.from_tensor_slices(packed)
-    samples = len(_marker_values(element[0]))
-    arrays = tf.data.Dataset.from_tensors(packed).repeat()
-    return (
-        tf.data.Dataset.zip(_index_batches(samples, batch_size, shuffle), arrays)
-        .map(_gather, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-        .apply(tf.data.experimental.assert_cardinality(-(-samples // batch_size)))
-    )
+        return cached_batches.batched_dataset(element, None, shuffle)
+    return cached_batches.CachedTeacherOutputs(*element, batch_size, shuffle)
 
 
-def _index_batches(samples, batch_size, shuffle):
-    """Batches of sample indices, in a new random order at each iteration."""
-    tf = input_batches.tf()
-    full = samples - samples % batch_size
-
-    def batches(seed):
-        indices = tf.range(samples, dtype=tf.int64)
-        if shuffle:
-            indices = tf.random.experimental.stateless_shuffle(
-                indices, seed=tf.stack([seed, seed])
-            )
-        result = tf.data.Dataset.from_tensor_slices(
-            tf.reshape(indices[:full], [-1, batch_size])
-        )
-        if full < samples:
-            result = result.concatenate(tf.data.Dataset.from_tensors(indices[full:]))
-        return result
-
-    seeds = tf.data.Dataset.random(rerandomize_each_iteration=True).take(1)
-    return seeds.flat_map(batches)
-
-
-def _gather(indices, arrays):
-    tf = input_batches.tf()
-    return tree.map_structure(lambda array: tf.gather(array, indices), arrays)
-
-
-def _save(batches, path):
-    """Writes the batches with `tf.data.Dataset.save`; returns what the
+def _save(element, path):
+    """Writes the arrays with `tf.data.Dataset.save`; returns what the
     metadata records about the data."""
-    tf = input_batches.tf()
-    first = next(batches)
-    _, y, sample_weight = first
-    packed = _pack(first)
-    signature = tree.map_structure(
-        lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)), packed
-    )
-    samples = []
-
-    def generator():
-        for element in _chain(first, batches):
-            samples.append(len(_marker_values(element[0])))
-            yield _pack(element)
-
-    tf.data.Dataset.from_generator(generator, output_signature=signature).save(path)
+    _, y, sample_weight = element
+    cached_batches.batched_dataset(element, None, shuffle=False).batch(1024).save(path)
     return {
-        "samples": int(sum(samples)),
+        "samples": len(tree.flatten(element[0])[0]),
         "labels": y is not None,
         "sample_weights": sample_weight is not None,
     }
 
 
-def _marker_values(cached_x):
-    return next(v for k, v in cached_x.items() if k.startswith(f"{MARKER}:"))
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-def _from_disk(path, samples, batch_size, shuffle):
-    tf = input_batches.tf()
-    dataset = tf.data.Dataset.load(path)
-    if batch_size is None:
-        return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(samples))
-    batches = [
-        keras.utils.unpack_x_y_sample_weight(batch)
-        for batch in dataset.as_numpy_iterator()
-    ]
-    return _from_arrays(_concatenate(batches), batch_size, shuffle)
+def _load(path):
+    """The arrays of a cache saved by `_save`."""
+    batches = input_batches.tf().data.Dataset.load(path).as_numpy_iterator()
+    return keras.utils.unpack_x_y_sample_weight(_concatenate(batches))
 
 
 def _holds_cache(path):
@@ -561,3 +500,45 @@ def _prepare_directory(path, overwrite):
             "it."
         )
     shutil.rmtree(path)
+
+
+def fit_arguments(arguments):
+    """`fit()` / `evaluate()` arguments (as bound by their signature) with a
+    `CachedTeacherOutputs` given as `x` or `validation_data` replaced by
+    what feeds it the cheapest way on this backend (see
+    `kerasdistill.data.cached_batches`); other arguments as they are.
+
+    Example:
+
+    ```python
+    arguments = inspect.signature(model.fit).bind(cached, epochs=2).arguments
+    keras.Model.fit(distiller, **kerasdistill.cache.fit_arguments(arguments))
+    ```
+    """
+    arguments = dict(arguments)
+    data = arguments.get("x")
+    if isinstance(data, cached_batches.CachedTeacherOutputs):
+        given = [
+            name
+            for name in ("y", "sample_weight", "batch_size")
+            if arguments.get(name) is not None
+        ]
+        if given:
+            raise ValueError(
+                "Expected the labels, sample weights and batch size of cached "
+                "teacher outputs to come from the cache. Received "
+                f"{given} as well. Pass them to kerasdistill."
+                "cache_teacher_outputs(teacher, (x, y, sample_weight), "
+                "batch_size=...) instead."
+            )
+        arguments.pop("shuffle", None)  # the cache's own
+        arguments.update(data.fit_arguments())
+    validation = arguments.get("validation_data")
+    if isinstance(validation, cached_batches.CachedTeacherOutputs):
+        feed = validation.fit_arguments()
+        if "y" in feed:  # arrays: Keras batches them by validation_batch_size
+            arguments["validation_data"] = (feed["x"], feed["y"], feed["sample_weight"])
+            arguments["validation_batch_size"] = feed["batch_size"]
+        else:
+            arguments["validation_data"] = feed["x"]
+    return arguments

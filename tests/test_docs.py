@@ -212,8 +212,12 @@ def _resolve(path):
 
 
 def _documented():
-    """The objects of the API reference's `::: path` entries, and the
-    members (their `__all__`) of the modules shown with their members."""
+    """The objects the API reference shows: those of its `::: path`
+    entries, and the members of the modules shown with their members, as
+    mkdocstrings shows them: the names of the module's `__all__` (else its
+    public names), without submodules, and without a name that is also a
+    submodule's (`born_again`, `layer_mapping`), which mkdocstrings
+    takes for the submodule."""
     found = []
     for page in sorted((DOCS / "reference").glob("*.md")):
         for path, options in DIRECTIVE.findall(page.read_text(encoding="utf-8")):
@@ -224,15 +228,23 @@ def _documented():
                     raise
                 continue
             found.append(value)
-            pending = [value] if "members: false" not in options else []
-            while pending:
-                module = pending.pop()
-                if inspect.ismodule(module):
-                    members = [
-                        getattr(module, n) for n in getattr(module, "__all__", [])
-                    ]
-                    found.extend(members)
-                    pending.extend(m for m in members if inspect.ismodule(m))
+            if not inspect.ismodule(value) or "members: false" in options:
+                continue
+            names = getattr(value, "__all__", None) or [
+                name
+                for name, member in vars(value).items()
+                if not name.startswith("_")
+                and getattr(member, "__module__", None) == value.__name__
+            ]
+            found.extend(
+                getattr(value, name)
+                for name in names
+                if not inspect.ismodule(getattr(value, name))
+                and not (
+                    hasattr(value, "__path__")  # a package
+                    and importlib.util.find_spec(f"{value.__name__}.{name}")
+                )
+            )
     return found
 
 

@@ -6,8 +6,8 @@ loads (`I0000 ... cudart_stub.cc ...`, the CPU-feature notice), before any
 log level applies, and Keras loads it as soon as `kerasdistill` is
 imported. This module lives outside the `kerasdistill` package, so that it
 runs first: it sets the log levels (`QUIET_ENVIRONMENT`; a variable you set
-yourself is kept), then imports the command (`kerasdistill.cli`, and with
-it Keras and TensorFlow) with native code's standard error captured
+yourself is kept), then imports TensorFlow and the command (`kerasdistill.cli`, and with
+it Keras) with native code's standard error captured
 (`native_stderr_captured`), and runs it. `python -m kerasdistill` imports
 the package first and so shows TensorFlow's load-time lines.
 """
@@ -33,6 +33,10 @@ def main(argv=None):
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     with native_stderr_captured():
+        # Keras loads TensorFlow on any backend to save a `.keras` file (the
+        # report does): load it now, while its lines are captured.
+        import tensorflow  # noqa: F401
+
         from kerasdistill import cli
     return cli.main(argv)
 

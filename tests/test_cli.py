@@ -2,6 +2,7 @@
 lines do not reach the terminal (kerasdistill_cli), and `--verbose 2`
 brings back Keras's line per epoch."""
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -48,13 +49,19 @@ def test_demo_verbose_2_prints_kerass_line_per_epoch(capsys, tmp_path):
     assert len(re.findall(r"^\d+/\d+ - \d+s - .*loss: ", out, re.M)) == 3
 
 
-@pytest.mark.slow  # about 20 s: a fresh process loads TensorFlow and trains 3 models
-def test_the_command_prints_no_native_log_line_and_under_40_lines(tmp_path):
+# About 20 s each: a fresh process loads TensorFlow and trains 3 models. Under
+# JAX, Keras loads TensorFlow later, to save the report's `.keras` files.
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_command_prints_no_native_log_line_and_under_40_lines(backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
     environment = {
         key: value
         for key, value in os.environ.items()
         if key not in kerasdistill_cli.QUIET_ENVIRONMENT
     }
+    environment["KERAS_BACKEND"] = backend
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
     )

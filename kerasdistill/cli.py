@@ -1,11 +1,12 @@
-"""The `kerasdistill` command: `kerasdistill demo` (also
-`python -m kerasdistill demo`).
+"""The `kerasdistill` command: `kerasdistill demo`.
 
-The `kerasdistill` command starts in `kerasdistill_cli`, which loads
-TensorFlow quietly before this module; here the TFLite export's C++ lines
-are captured too, and absl's Python logging shows errors only. The demo
-prints one progress bar per model trained (`--verbose 1`, the default),
-then the report.
+The command starts in `kerasdistill_cli`, which loads TensorFlow quietly
+before this module; here the TFLite export's C++ lines are captured too,
+and absl's Python logging shows errors only. The demo prints one progress
+bar per model trained (`--verbose 1`, the default), then the report.
+`python -m kerasdistill demo` runs the same command, after TensorFlow has
+printed its load-time lines (the package imports it before `__main__`
+runs).
 """
 
 import argparse

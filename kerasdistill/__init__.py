@@ -16,8 +16,8 @@ distiller.fit(x, y, epochs=10)
 ```
 """
 
-import importlib.util
-import sys
+import importlib.util as _importlib_util
+import sys as _sys
 
 from kerasdistill import data
 from kerasdistill import deploy
@@ -53,7 +53,8 @@ from kerasdistill.transformers import AttentionDistillation
 from kerasdistill.transformers import generate_transfer_set
 from kerasdistill.transformers import layer_mapping
 
-__version__ = "0.1.0"
+# The one source of the version: pyproject.toml reads it (setuptools `attr:`).
+__version__ = "0.2.0"
 
 # The module paths of v0.1.0, kept: `kerasdistill.callbacks`,
 # `kerasdistill.recipes`, `kerasdistill.tfds_data`, `kerasdistill.cache`
@@ -71,7 +72,7 @@ _MOVED_MODULES = {
     "tfds_data": tfds_data,
 }
 for _name, _module in _MOVED_MODULES.items():
-    sys.modules[f"{__name__}.{_name}"] = _module
+    _sys.modules[f"{__name__}.{_name}"] = _module
 del _name, _module
 
 __all__ = [
@@ -111,7 +112,7 @@ __all__ = [
     "tfds_data",
     "transformers",
 ]
-if importlib.util.find_spec("keras_tuner") is not None:
+if _importlib_util.find_spec("keras_tuner") is not None:
     __all__.append("DistillerHyperModel")
 
 

@@ -1,9 +1,23 @@
-"""The `kerasdistill` command: `kerasdistill demo` (also
-`python -m kerasdistill demo`)."""
+"""The `kerasdistill` command: `kerasdistill demo`.
+
+The command starts in `kerasdistill_cli`, which loads TensorFlow quietly
+before this module; here the TFLite export's C++ lines are captured too,
+and absl's Python logging shows errors only. The demo prints one progress
+bar per model trained (`--verbose 1`, the default), then the report.
+`python -m kerasdistill demo` runs the same command, after TensorFlow has
+printed its load-time lines (the package imports it before `__main__`
+runs).
+"""
 
 import argparse
 import os
 import sys
+
+from absl import logging as absl_logging
+
+import kerasdistill
+import kerasdistill_cli
+from kerasdistill import demo
 
 
 def build_parser():
@@ -11,38 +25,45 @@ def build_parser():
         prog="kerasdistill", description="Knowledge distillation for Keras 3."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
+    demo_parser = commands.add_parser(
         "demo",
         help="distill a small MLP from a large one on scikit-learn's digits "
         "(or from a CNN on a tensorflow-datasets image data set)",
     )
-    demo.add_argument(
+    demo_parser.add_argument(
         "--dataset",
         default=None,
         help="a TFDS image classification data set (mnist, cifar10, "
         "fashion_mnist, ...) instead of the bundled digits",
     )
-    demo.add_argument(
+    demo_parser.add_argument(
         "--data-dir",
         default=None,
         help="TFDS data folder (default: TFDS's, ~/tensorflow_datasets)",
     )
-    demo.add_argument(
+    demo_parser.add_argument(
         "--download",
         action="store_true",
         help="download the TFDS data set when it is not on disk",
     )
-    demo.add_argument(
+    demo_parser.add_argument(
         "--epochs",
         type=int,
         default=None,
         help="student epochs (default: 60 on digits, 5 with --dataset)",
     )
-    demo.add_argument("--labeled-fraction", type=float, default=0.2)
-    demo.add_argument("--temperature", type=float, default=4.0)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
-    demo.add_argument(
+    demo_parser.add_argument("--labeled-fraction", type=float, default=0.2)
+    demo_parser.add_argument("--temperature", type=float, default=4.0)
+    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="0: the report alone; 1 (default): one progress bar per model "
+        "trained, then the report; 2: Keras's line per epoch",
+    )
+    demo_parser.add_argument(
         "--output",
         default="kerasdistill-demo",
         help="folder of the report (report.md and PNG figures)",
@@ -52,18 +73,17 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import kerasdistill
-    from kerasdistill import demo
-
     if not 0.0 < args.labeled_fraction <= 1.0:
         sys.exit(
-            f"Expected --labeled-fraction in (0, 1]. Received: {args.labeled_fraction}"
+            "Expected --labeled-fraction in (0, 1]. Received: "
+            f"{args.labeled_fraction}. Pass a fraction such as 0.2."
         )
     if args.dataset is None and (args.data_dir or args.download):
         sys.exit(
             "--data-dir and --download apply to a TFDS data set: add --dataset NAME."
         )
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
     data = None if args.dataset is None else _tfds_data(args)
     if args.epochs is None:
         args.epochs = 60 if data is None else 5
@@ -79,13 +99,14 @@ def main(argv=None):
     print()
     print(demo.describe(results))
     print(kerasdistill.format_report(figures))
-    tflite = kerasdistill.export_student(
-        results["student"],
-        os.path.join(args.output, "student.tflite"),
-        format="tflite",
-        sample_inputs=results["data"]["x_test"],
-        overwrite=True,
-    )
+    with kerasdistill_cli.native_stderr_captured():  # the converter's C++ lines
+        tflite = kerasdistill.export_student(
+            results["student"],
+            os.path.join(args.output, "student.tflite"),
+            format="tflite",
+            sample_inputs=results["data"]["x_test"],
+            overwrite=True,
+        )
     print(f"Student as TFLite: {tflite}")
     print(f"Report written to {figures['files']['markdown']}")
     return 0

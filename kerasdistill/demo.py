@@ -108,7 +108,7 @@ def run_demo(
     labeled_fraction=None,
     temperature=4.0,
     seed=0,
-    verbose=2,
+    verbose=1,
     data=None,
 ):
     """Trains a teacher, a label-only student and a distilled student.
@@ -120,7 +120,8 @@ def run_demo(
             give the fraction to its loader instead.
         temperature: Temperature of the distillation.
         seed: Random seed (data split and weights).
-        verbose: Keras `fit` verbosity (0, 1 or 2).
+        verbose: 0: silent; 1: one progress bar per model trained
+            (`EpochProgress`); 2: Keras's `fit` line per epoch.
         data: The data, a dict as `digits_split` or
             `kerasdistill.tfds_data.labeled_split` returns. Flat inputs get
             MLPs; images get a small CNN teacher and an MLP student on the
@@ -155,7 +156,7 @@ def run_demo(
         data["y_train"],
         epochs=max(1, 2 * epochs // 3),
         batch_size=32,
-        verbose=verbose,
+        **_progress(verbose, "teacher, on every training label"),
     )
 
     baseline = _network(data, "baseline")
@@ -165,7 +166,7 @@ def run_demo(
         data["y_labeled"],
         epochs=epochs,
         batch_size=32,
-        verbose=verbose,
+        **_progress(verbose, "baseline, the student on the labeled inputs alone"),
     )
 
     keras.utils.set_random_seed(seed)
@@ -181,8 +182,8 @@ def run_demo(
         data["x_train"],
         epochs=epochs,
         batch_size=32,
-        verbose=verbose,
         validation_data=(data["x_test"], data["y_test"]),
+        **_progress(verbose, "student, distilled on every training input"),
     )
 
     return {
@@ -192,6 +193,47 @@ def run_demo(
         "history": history,
         "data": data,
     }
+
+
+def _progress(verbose, title):
+    """The verbosity and callbacks of one `fit()` of the demo."""
+    if verbose == 1:
+        return {"verbose": 0, "callbacks": [EpochProgress(title)]}
+    return {"verbose": verbose}
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One progress bar over the epochs of a `fit()` (`keras.utils.Progbar`),
+    under a title, showing the last epoch's loss and accuracies.
+
+    Args:
+        title: The line printed above the bar.
+
+    Example:
+
+    ```python
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=3, verbose=0,
+              callbacks=[kerasdistill.demo.EpochProgress("model")])
+    ```
+    """
+
+    SHOWN = ("loss", "accuracy", "val_accuracy")
+
+    def __init__(self, title):
+        super().__init__()
+        self.title = title
+        self._bar = None
+
+    def on_train_begin(self, logs=None):
+        print(self.title)
+        self._bar = keras.utils.Progbar(
+            self.params["epochs"], unit_name="epoch", stateless_metrics=()
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = [(key, float(logs[key])) for key in self.SHOWN if key in (logs or {})]
+        self._bar.update(epoch + 1, shown)
 
 
 def _network(data, name, teacher=False):

@@ -13,9 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_prints_the_table_and_writes_the_report(capsys, tmp_path):
-    argv = ["demo", "--epochs", "3", "--verbose", "0", "--output", str(tmp_path)]
+    argv = ["demo", "--epochs", "3", "--output", str(tmp_path)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
+    # One progress bar per model trained (the teacher trains 2/3 of the
+    # epochs) on the line under its title, redrawn after each epoch (`\r`);
+    # no line per epoch.
+    for title, epochs in (
+        ("teacher, on every training label", "2/2"),
+        ("baseline, the student on the labeled inputs alone", "3/3"),
+        ("student, distilled on every training input", "3/3"),
+    ):
+        bar = out.split(f"{title}\n", 1)[1].split("\n", 1)[0]
+        assert bar.rsplit("\r", 1)[-1].startswith(f"\x1b[1m{epochs}\x1b[0m ")
+    assert "Epoch" not in out and "/step" not in out
     assert "trained on 251 labeled inputs alone" in out
     assert "fewer parameters than the teacher" in out
     rows = {

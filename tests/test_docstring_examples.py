@@ -128,12 +128,15 @@ FIXTURES = {
     "data": _data,
     **{
         name: (lambda get: get("data")[0])
-        for name in ("x", "x_train", "x_val", "x_test")
+        for name in ("x", "x_train", "x_val", "x_test", "x_labeled", "x_unlabeled")
     },
     **{
         name: (lambda get: get("data")[1])
-        for name in ("y", "y_train", "y_val", "y_test")
+        for name in ("y", "y_train", "y_val", "y_test", "y_labeled")
     },
+    "batch_x": lambda get: kerasdistill.cache_teacher_outputs(
+        get("teacher"), get("x"), batch_size=8
+    )[0],
     "t": _logits,
     "s": lambda get: _logits(get, shift=0.5),
     "logits": _logits,

@@ -511,8 +511,8 @@ def fit_arguments(arguments):
     Example:
 
     ```python
-    arguments = inspect.signature(model.fit).bind(cached, epochs=2).arguments
-    keras.Model.fit(distiller, **kerasdistill.cache.fit_arguments(arguments))
+    cached = kerasdistill.cache_teacher_outputs(teacher, (x, y), batch_size=8)
+    kerasdistill.cache.fit_arguments({"x": cached, "epochs": 2})  # for fit()
     ```
     """
     arguments = dict(arguments)

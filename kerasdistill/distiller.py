@@ -324,8 +324,9 @@ class Distiller(
         >= 0, or partial labels), and labels with `student_loss_weight` > 0
         but no compiled `loss`. Data without labels makes the objective the
         distillation term alone (see `uses_labels`)."""
-        arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
-        arguments = cache.fit_arguments(arguments)
+        bound = inspect.signature(super().fit).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = cache.fit_arguments(bound.arguments)
         arguments["x"] = semi_supervised.check_batches(arguments.get("x"))
         x, y = arguments["x"], arguments.get("y")
         self._view.check_fit(x, y)

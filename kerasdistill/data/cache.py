@@ -299,6 +299,8 @@ def check_dataset(data, teacher, layer_names, student):
         x = data.x
     elif input_batches.is_tf_dataset(data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data.element_spec)
+    elif isinstance(data, tuple):  # validation_data=(x, y, sample_weight)
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     else:
         x = data
     if is_cached(x):
@@ -531,8 +533,10 @@ def fit_arguments(arguments):
                 "cache_teacher_outputs(teacher, (x, y, sample_weight), "
                 "batch_size=...) instead."
             )
-        arguments.pop("shuffle", None)  # the cache's own
-        arguments.update(data.fit_arguments())
+        feed = data.fit_arguments()
+        arguments.update(feed)
+        if "shuffle" in arguments:  # fit(): the cache's own (tf.data's: none)
+            arguments["shuffle"] = data.shuffle and "y" in feed
     validation = arguments.get("validation_data")
     if isinstance(validation, cached_batches.CachedTeacherOutputs):
         feed = validation.fit_arguments()

@@ -97,12 +97,13 @@ class CachedTeacherOutputs(keras.utils.PyDataset):
 
     def fit_arguments(self):
         """The keyword arguments of Keras's `fit()` / `evaluate()` that feed
-        these batches the cheapest way on the current backend.
+        these batches the cheapest way on the current backend (`fit()`
+        also takes `shuffle=self.shuffle` with the arrays).
 
         Example:
 
         ```python
-        keras.Model.fit(distiller, **cached.fit_arguments(), epochs=2)
+        keras.Model.evaluate(distiller, **cached.fit_arguments())
         ```
         """
         if keras.backend.backend() == "tensorflow":
@@ -112,7 +113,6 @@ class CachedTeacherOutputs(keras.utils.PyDataset):
             "y": self.y,
             "sample_weight": self.sample_weight,
             "batch_size": self.batch_size,
-            "shuffle": self.shuffle,
         }
 
 

@@ -3,6 +3,9 @@
 - `base`: the protocol every loss follows (`DistillationLoss`) and the
   base of the losses with a temperature (`TemperedLoss`);
 - `logits`: Hinton KD (`LogitsDistillation`); `dkd`: DKD; `dist`: DIST;
+- `divergences`: the divergences of language-model distillation (reverse
+  KL, generalized JSD, skew KL, skew reverse KL, TVD), `loss=` options of
+  `LogitsDistillation`;
 - `top_k`: token-level KD on the teacher's top-k logits (large vocabularies);
   `ctkd`: CTKD (a learned, curriculum temperature); `standardization`:
   logit standardization, an option of the logit losses;
@@ -31,6 +34,11 @@ from kerasdistill.losses.ctkd import CTKD
 from kerasdistill.losses.ctkd import gradient_reversal
 from kerasdistill.losses.dist import DIST
 from kerasdistill.losses.dist import dist
+from kerasdistill.losses.divergences import logits_generalized_jsd
+from kerasdistill.losses.divergences import logits_reverse_kl
+from kerasdistill.losses.divergences import logits_skew_kl
+from kerasdistill.losses.divergences import logits_skew_reverse_kl
+from kerasdistill.losses.divergences import logits_tvd
 from kerasdistill.losses.dkd import DKD
 from kerasdistill.losses.dkd import decoupled_kd
 from kerasdistill.losses.feature_functions import attention_transfer
@@ -48,6 +56,7 @@ from kerasdistill.losses.logits import logits_soft_cross_entropy
 from kerasdistill.losses.regression import RegressionDistillation
 from kerasdistill.losses.regression import teacher_bounded_regression
 from kerasdistill.losses.standardization import standardize_logits
+from kerasdistill.losses.top_k import top_k_divergence
 from kerasdistill.losses.top_k import top_k_kl_divergence
 from kerasdistill.losses.top_k import top_k_soft_cross_entropy
 from kerasdistill.losses.top_k import top_k_targets
@@ -70,14 +79,20 @@ __all__ = [
     "gradient_reversal",
     "gram_matrix",
     "hint_mse",
+    "logits_generalized_jsd",
     "logits_kl_divergence",
+    "logits_reverse_kl",
+    "logits_skew_kl",
+    "logits_skew_reverse_kl",
     "logits_soft_cross_entropy",
+    "logits_tvd",
     "pkt",
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
     "standardize_logits",
     "teacher_bounded_regression",
+    "top_k_divergence",
     "top_k_kl_divergence",
     "top_k_soft_cross_entropy",
     "top_k_targets",

@@ -6,6 +6,9 @@
 - `divergences`: the divergences of language-model distillation (reverse
   KL, generalized JSD, skew KL, skew reverse KL, TVD), `loss=` options of
   `LogitsDistillation`;
+- `chunked`: token-level KD from hidden states over chunks of positions,
+  whose memory does not grow with the vocabulary
+  (`chunked_token_divergence`, `ChunkedTokenDistillation`);
 - `top_k`: token-level KD on the teacher's top-k logits (large vocabularies);
   `ctkd`: CTKD (a learned, curriculum temperature); `standardization`:
   logit standardization, an option of the logit losses;
@@ -30,6 +33,8 @@ losses = [kd.losses.LogitsDistillation(temperature=4.0),
 
 from kerasdistill.losses.base import DistillationLoss
 from kerasdistill.losses.base import TemperedLoss
+from kerasdistill.losses.chunked import ChunkedTokenDistillation
+from kerasdistill.losses.chunked import chunked_token_divergence
 from kerasdistill.losses.ctkd import CTKD
 from kerasdistill.losses.ctkd import gradient_reversal
 from kerasdistill.losses.dist import DIST
@@ -64,6 +69,7 @@ from kerasdistill.losses.weighting import DifficultyWeighted
 
 __all__ = [
     "CTKD",
+    "ChunkedTokenDistillation",
     "DIST",
     "DKD",
     "DifficultyWeighted",
@@ -73,6 +79,7 @@ __all__ = [
     "RegressionDistillation",
     "TemperedLoss",
     "attention_transfer",
+    "chunked_token_divergence",
     "cosine_distance",
     "decoupled_kd",
     "dist",

@@ -140,12 +140,28 @@ def chunked_token_divergence(
         values = values * weight_chunk
         return ops.sum(ops.where(weight_chunk != 0, values, 0.0), axis=1)
 
-    # A loop over the chunks (not independent ops, which a compiler may run
-    # side by side), each remade in the backward pass.
-    chunks = tuple(
-        _split(x, count, chunk_size) for x in (teacher_hidden, student_hidden, weight)
-    )
-    totals = ops.sum(ops.map(keras.remat(chunk_total), chunks), axis=0)
+    rematerialized = keras.remat(chunk_total)
+    if keras.backend.backend() == "jax":
+        # A loop (`lax.map`), not independent ops, which XLA would run side
+        # by side, each chunk's logits alive at once.
+        chunks = tuple(
+            _split(x, count, chunk_size)
+            for x in (teacher_hidden, student_hidden, weight)
+        )
+        totals = ops.sum(ops.map(rematerialized, chunks), axis=0)
+    else:
+        # TensorFlow cannot recompute a gradient that reads variables inside
+        # a while loop (`tf.map_fn`); PyTorch runs either form eagerly.
+        totals = 0.0
+        for index in range(count):
+            window = slice(index * chunk_size, (index + 1) * chunk_size)
+            totals = totals + rematerialized(
+                (
+                    teacher_hidden[:, window],
+                    student_hidden[:, window],
+                    weight[:, window],
+                )
+            )
     valid = ops.cast(ops.not_equal(weight, 0.0), "float32")
     batch = ops.cast(ops.shape(weight)[0], "float32")
     return ops.divide_no_nan(totals * batch, ops.sum(valid)) * ops.square(temperature)

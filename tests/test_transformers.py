@@ -155,24 +155,21 @@ def test_masked_feature_losses_match_numpy():
             [function(t[b, mask[b] == 1], s[b, mask[b] == 1], b) for b in range(3)]
         )
 
-    mse = per_sample(lambda tb, sb, b: np.mean((sb - tb) ** 2))
+    # The per-position losses: the mean over the batch's unpadded positions
+    # (Keras's masked mean), per-position weights weighting each position.
+    square = np.mean((s - t) ** 2, -1)
+    valid = mask == 1
     loss = kd.FeatureDistillation("mse", mask="padding_mask")
     assert float(loss.compute_loss(t, s, inputs=inputs)) == pytest.approx(
-        mse.mean(), rel=1e-5
-    )
-    weighted = per_sample(
-        lambda tb, sb, b: (
-            np.sum(position_weight[b, mask[b] == 1] * np.mean((sb - tb) ** 2, -1))
-            / mask[b].sum()
-        )
+        square[valid].mean(), rel=1e-5
     )
     assert float(
         loss.compute_loss(t, s, sample_weight=position_weight, inputs=inputs)
-    ) == (pytest.approx(weighted.mean(), rel=1e-5))
+    ) == (pytest.approx((position_weight * square)[valid].mean(), rel=1e-5))
     sample_weight = np.array([1.0, 0.0, 2.0], "float32")
     assert float(
         loss.compute_loss(t, s, sample_weight=sample_weight, inputs=inputs)
-    ) == (pytest.approx(np.mean(mse * sample_weight), rel=1e-5))
+    ) == (pytest.approx((sample_weight[:, None] * square)[valid].mean(), rel=1e-5))
     cosine = per_sample(
         lambda tb, sb, b: (
             1 - np.sum(tb * sb) / (np.linalg.norm(tb) * np.linalg.norm(sb))
@@ -182,12 +179,10 @@ def test_masked_feature_losses_match_numpy():
     assert float(loss.compute_loss(t, s, inputs=inputs)) == pytest.approx(
         cosine.mean(), rel=1e-5
     )
-    mae = per_sample(lambda tb, sb, b: np.mean(np.abs(sb - tb)))
+    mae = np.mean(np.abs(s - t), -1)[valid].mean()
     loss = kd.FeatureDistillation("mae", mask="padding_mask")
-    assert float(loss.compute_loss(t, s, inputs=inputs)) == pytest.approx(
-        mae.mean(), rel=1e-5
-    )
-    # Per-position weights without a mask: Keras's sum over every position.
+    assert float(loss.compute_loss(t, s, inputs=inputs)) == pytest.approx(mae, rel=1e-5)
+    # Per-position weights without a mask (none of them 0): every position.
     loss = kd.FeatureDistillation("mse")
     expected = np.mean(np.sum(position_weight * np.mean((s - t) ** 2, -1), -1) / 5)
     assert float(loss.compute_loss(t, s, sample_weight=position_weight)) == (

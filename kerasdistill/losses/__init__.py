@@ -3,6 +3,12 @@
 - `base`: the protocol every loss follows (`DistillationLoss`) and the
   base of the losses with a temperature (`TemperedLoss`);
 - `logits`: Hinton KD (`LogitsDistillation`); `dkd`: DKD; `dist`: DIST;
+- `divergences`: the divergences of language-model distillation (reverse
+  KL, generalized JSD, skew KL, skew reverse KL, TVD), `loss=` options of
+  `LogitsDistillation`;
+- `chunked`: token-level KD from hidden states over chunks of positions,
+  whose memory does not grow with the vocabulary
+  (`chunked_token_divergence`, `ChunkedTokenDistillation`);
 - `top_k`: token-level KD on the teacher's top-k logits (large vocabularies);
   `ctkd`: CTKD (a learned, curriculum temperature); `standardization`:
   logit standardization, an option of the logit losses;
@@ -27,10 +33,17 @@ losses = [kd.losses.LogitsDistillation(temperature=4.0),
 
 from kerasdistill.losses.base import DistillationLoss
 from kerasdistill.losses.base import TemperedLoss
+from kerasdistill.losses.chunked import ChunkedTokenDistillation
+from kerasdistill.losses.chunked import chunked_token_divergence
 from kerasdistill.losses.ctkd import CTKD
 from kerasdistill.losses.ctkd import gradient_reversal
 from kerasdistill.losses.dist import DIST
 from kerasdistill.losses.dist import dist
+from kerasdistill.losses.divergences import logits_generalized_jsd
+from kerasdistill.losses.divergences import logits_reverse_kl
+from kerasdistill.losses.divergences import logits_skew_kl
+from kerasdistill.losses.divergences import logits_skew_reverse_kl
+from kerasdistill.losses.divergences import logits_tvd
 from kerasdistill.losses.dkd import DKD
 from kerasdistill.losses.dkd import decoupled_kd
 from kerasdistill.losses.feature_functions import attention_transfer
@@ -48,6 +61,7 @@ from kerasdistill.losses.logits import logits_soft_cross_entropy
 from kerasdistill.losses.regression import RegressionDistillation
 from kerasdistill.losses.regression import teacher_bounded_regression
 from kerasdistill.losses.standardization import standardize_logits
+from kerasdistill.losses.top_k import top_k_divergence
 from kerasdistill.losses.top_k import top_k_kl_divergence
 from kerasdistill.losses.top_k import top_k_soft_cross_entropy
 from kerasdistill.losses.top_k import top_k_targets
@@ -55,6 +69,7 @@ from kerasdistill.losses.weighting import DifficultyWeighted
 
 __all__ = [
     "CTKD",
+    "ChunkedTokenDistillation",
     "DIST",
     "DKD",
     "DifficultyWeighted",
@@ -64,20 +79,27 @@ __all__ = [
     "RegressionDistillation",
     "TemperedLoss",
     "attention_transfer",
+    "chunked_token_divergence",
     "cosine_distance",
     "decoupled_kd",
     "dist",
     "gradient_reversal",
     "gram_matrix",
     "hint_mse",
+    "logits_generalized_jsd",
     "logits_kl_divergence",
+    "logits_reverse_kl",
+    "logits_skew_kl",
+    "logits_skew_reverse_kl",
     "logits_soft_cross_entropy",
+    "logits_tvd",
     "pkt",
     "rkd_angle",
     "rkd_distance",
     "similarity_preserving",
     "standardize_logits",
     "teacher_bounded_regression",
+    "top_k_divergence",
     "top_k_kl_divergence",
     "top_k_soft_cross_entropy",
     "top_k_targets",

@@ -65,6 +65,18 @@ class FeatureDistillation(masking.PositionWeightedLoss):
             by `BatchNormalization`. `True` with another adapter, or where
             the adapter has no convolution, raises a `ValueError`. Defaults
             to False.
+        mask: `None` (default), or where the batch's inputs hold the
+            padding mask of the tapped sequences `(batch, positions,
+            channels)`: the name of a dict input (`"padding_mask"` for
+            keras-hub models) or the index of a list input. Padded
+            positions (mask 0) do not count: a loss that splits over
+            positions (`"mse"`, a Keras loss, ...) is the mean over the
+            batch's unpadded positions, as Keras reduces a masked sequence
+            (see `kerasdistill.losses.masking`); one that does not
+            (`"cosine"`, the relational losses) compares the features with
+            the padded positions set to 0. A `(batch, positions)`
+            `sample_weight` weights the positions, and its zeros are
+            padding too, with or without `mask`.
         name: Optional name.
 
     Example:
@@ -162,8 +174,7 @@ class FeatureDistillation(masking.PositionWeightedLoss):
             if len(values.shape) > 2:
                 values = ops.mean(values, axis=tuple(range(2, len(values.shape))))
             if len(values.shape) == 2:
-                values = ops.where(valid > 0, values, 0.0)
-                return masking.masked_mean(values, valid, position_weight)
+                return masking.position_mean(values, valid, position_weight)
         factor = 1.0
         if position_weight is not None:
             factor = masking.mean_position_weight(valid, position_weight)

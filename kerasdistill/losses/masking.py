@@ -1,14 +1,24 @@
 """Per-position weights of the losses on sequences: padded positions do not
 count.
 
-A transformer's hidden states are `(batch, positions, hidden)`; at a padded
-position they are whatever the padding tokens make them. The losses on such
-features read the model's padding mask from the batch's inputs (keras-hub's
-`"padding_mask"`, or an input the user names) and combine it with
-`sample_weight`, which may be per sample `(batch,)` or, as Keras allows for
-sequence outputs, per position `(batch, positions)`. As in Keras's own
-masked losses, a masked mean divides by the number of unpadded positions,
-and a sample weight by the number of positions.
+A transformer's hidden states are `(batch, positions, hidden)`, a language
+model's logits `(batch, positions, vocabulary)`; at a padded position they
+are whatever the padding tokens make them. The losses on sequences read the
+model's padding mask from the batch's inputs (keras-hub's `"padding_mask"`,
+or an input the user names) and combine it with `sample_weight`, which may
+be per sample `(batch,)` or, as Keras allows for sequence outputs, per
+position `(batch, positions)`; a position whose weight is 0 is padding too
+(keras-hub's causal-LM preprocessors pass the padding mask of the labels as
+that weight).
+
+They reduce as Keras reduces a masked sequence (`keras.losses.Loss` with
+a mask): the mean over the batch's unpadded positions, `sum(values * weight)
+/ count(unpadded)`, where the count runs over the whole batch, so every real
+token counts once whatever the length of its sequence (TRL's GKD loss
+reduces the same way). A loss returns that mean as one share per sample
+(`position_mean`), whose mean over the batch is the masked mean: the
+`Distiller` reduces it as any per-sample loss, per-sample `sample_weight`
+included.
 """
 
 from keras import ops
@@ -170,6 +180,45 @@ def zero_padded(features, valid):
         ),
         features,
     )
+
+
+def position_mean(values, valid, position_weight=None):
+    """Per-sample shares of the mean over the batch's unpadded positions.
+
+    `values` and `valid` are `(batch, positions)`; a position counts where
+    `valid` is not 0 and `position_weight` (if given) is not 0. The result
+    `r` has shape `(batch,)` and `mean(r) = sum(values * valid *
+    position_weight) / count(counted positions)`: sample `i`'s share is
+    `batch * sum_j(values_ij * valid_ij * position_weight_ij) / count`, the
+    Keras masked mean of the batch spread over its samples (0 when no
+    position counts). Values at padded positions are ignored, NaN included.
+
+    Args:
+        values: Per-position values, `(batch, positions)`.
+        valid: `(batch, positions)`, 1 for a token, 0 for padding.
+        position_weight: Optional `(batch, positions)` weights.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    ```python
+    shares = kerasdistill.losses.masking.position_mean(
+        keras.ops.array([[1.0, 3.0, 9.0], [5.0, 7.0, 7.0]]),
+        keras.ops.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+    )  # [2.667, 3.333]: mean 3.0, that of the unpadded 1, 3 and 5
+    ```
+    """
+    valid = ops.cast(valid, "float32")
+    weights = valid
+    if position_weight is not None:
+        position_weight = ops.cast(position_weight, "float32")
+        valid = valid * ops.cast(ops.not_equal(position_weight, 0.0), "float32")
+        weights = valid * position_weight
+    totals = ops.sum(ops.where(valid > 0, values * weights, 0.0), axis=1)
+    batch = ops.cast(ops.shape(values)[0], "float32")
+    return ops.divide_no_nan(totals * batch, ops.sum(valid))
 
 
 def masked_mean(values, valid, position_weight=None):

@@ -26,6 +26,8 @@ References:
 import keras
 from keras import ops
 
+from kerasdistill.losses import divergences
+
 TOP_K_LOGITS = "top_k_logits"
 
 
@@ -126,6 +128,71 @@ def top_k_soft_cross_entropy(teacher_targets, student_logits, temperature=1.0):
         teacher_targets, student_logits, temperature
     )
     return -ops.sum(ops.exp(log_p_t) * log_p_s, axis=-1) * ops.square(temperature)
+
+
+def top_k_divergence(
+    teacher_targets,
+    student_logits,
+    loss="reverse_kl",
+    temperature=1.0,
+    beta=None,
+    skew=None,
+):
+    """Per-position `T^2 * D(P^k || Q^k)` on the teacher's top-k support.
+
+    `P^k = softmax(top-k teacher logits / T)` over the `k` kept tokens.
+    The student's log-probabilities are taken over the full vocabulary,
+    `log p_s = s / T - logsumexp(s / T)`, read at the teacher's top-k
+    indices and renormalised over them, `log Q^k = log p_s -
+    logsumexp_top-k(log p_s)`: both are distributions on the same `k`
+    tokens, which the reverse, mixed and total-variation divergences need.
+    `D` is one of `kerasdistill.losses.divergences` (`"reverse_kl"`,
+    `"generalized_jsd"`, `"skew_kl"`, `"skew_reverse_kl"`, `"tvd"`, or
+    `"kl_divergence"`, which is then `KL(P^k || Q^k)`).
+
+    `top_k_kl_divergence` (what `LogitsDistillation(top_k=k)` computes for
+    `loss="kl_divergence"`) does not renormalise the student: it is
+    `KL(P^k || Q^k) - log Q(top-k)`, which also pulls the student's mass
+    outside the teacher's top k onto it. With `k` equal to the vocabulary
+    both are the full divergence.
+
+    Args:
+        teacher_targets: The dict of `top_k_targets`.
+        student_logits: Student logits, shape `(..., vocabulary)`.
+        loss: The divergence's name. Defaults to `"reverse_kl"`.
+        temperature: Softmax temperature `T > 0`.
+        beta: `"generalized_jsd"`'s beta in [0, 1] (default 0.5).
+        skew: The skew divergences' skew in [0, 1] (default 0.1).
+
+    Returns:
+        A tensor of the student logits' shape without the last axis.
+
+    Example:
+
+    ```python
+    targets = kerasdistill.losses.top_k_targets(teacher_logits, 64)
+    loss = kerasdistill.losses.top_k_divergence(
+        targets, student_logits, loss="generalized_jsd", beta=0.5
+    )
+    ```
+
+    Reference:
+        Anshumann et al., "Sparse Logit Sampling: Accelerating Knowledge
+        Distillation in LLMs", ACL 2025 (Top-K KD); the divergences' papers
+        in `kerasdistill.losses.divergences`.
+    """
+    if loss not in divergences.NAMES:
+        raise ValueError(
+            f"Expected `loss` to be one of {list(divergences.NAMES)}. "
+            f"Received: loss={loss!r}"
+        )
+    beta, skew = divergences.resolve_options([loss], beta, skew, "top_k_divergence")
+    log_p, log_q = _top_k_log_probabilities(
+        teacher_targets, student_logits, temperature
+    )
+    log_q = log_q - ops.logsumexp(log_q, axis=-1, keepdims=True)
+    value = divergences.divergence(log_p, log_q, loss, beta=beta, skew=skew)
+    return value * ops.square(temperature)
 
 
 def _top_k_log_probabilities(teacher_targets, student_logits, temperature):

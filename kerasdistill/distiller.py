@@ -192,9 +192,8 @@ class Distiller(
                 "student",
             ),
         }
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        self.student_loss_tracker = logs_module.LossMean(name="student_loss")
+        self.distillation_loss_tracker = logs_module.LossMean(name="distillation_loss")
         self.term_trackers = logs_module.term_trackers(self.distillation_losses)
         self.alpha_tracker = logs_module.LastValue(name="alpha")
         self._set_temperature_trackers()
@@ -407,8 +406,6 @@ class Distiller(
             return self._student_only_loss(
                 y, y_pred, sample_weight, reduction.regularization(self)
             )
-        if cached is not None:
-            cache.check_cached(x, self.teacher, self._networks["teacher"].layer_names)
         step = self._student_pass(inputs, y_pred, training)
         y, has_label, sample_weight = self._labels(y, sample_weight, step)
         regularization = reduction.regularization(self)  # before the teacher
@@ -431,7 +428,6 @@ class Distiller(
         logs_module.track(self.distillation_loss_tracker, distillation_loss, batch)
         for tracker, term in zip(self.term_trackers, terms):
             logs_module.track(tracker, term, batch)
-        logs_module.track(self.total_loss_tracker, total, batch)
         if training:  # the values this step used, logged for training only
             self.alpha_tracker.update_state(self._student_loss_weight)
             for loss, tracker in zip(self._tempered_losses, self.temperature_trackers):
@@ -446,18 +442,24 @@ class Distiller(
         y, has_label, sample_weight = self._labels(
             y, sample_weight, y_pred if training else None
         )
-        if y is not None:
-            super().compute_metrics(
+        results = None
+        if y is not None:  # updates the compiled metrics, returns all results
+            results = super().compute_metrics(
                 x, y, labels_module.for_metrics(outputs, has_label), sample_weight
             )
-        logs = logs_module.results(self._step_metrics(training, y is not None))
+        logs = logs_module.results(self._step_metrics(training, y is not None), results)
+        if training or self._evaluate_with_teacher:
+            logs[logs_module.TOTAL_LOSS] = logs["loss"]
         return distribute.step_logs(distribute.strategy_of(self), logs)
 
     def get_metrics_result(self):
-        """Every built metric's result. Keras reports these at the end of
-        an epoch when the last step logged the same keys, else that step's
-        logs (which leave out what the step did not compute)."""
-        return logs_module.results(self.metrics)
+        """Every built metric's result (`total_loss` repeating `loss`).
+        Keras reports these at the end of an epoch when the last step logged
+        the same keys, else that step's logs (which leave out what the step
+        did not compute)."""
+        logs = logs_module.results(self.metrics)
+        logs[logs_module.TOTAL_LOSS] = logs["loss"]
+        return logs
 
     def _step_metrics(self, training, labeled):
         """The metrics a step updates (see `kerasdistill.logs`)."""
@@ -467,7 +469,6 @@ class Distiller(
             {
                 self.student_loss_tracker: labeled and self.loss is not None,
                 self.distillation_loss_tracker: with_teacher,
-                self.total_loss_tracker: with_teacher,
                 self.alpha_tracker: training and labeled and self.uses_labels,
                 **dict.fromkeys(self.term_trackers, with_teacher),
                 **dict.fromkeys(self.temperature_trackers, training),

@@ -25,24 +25,57 @@ from keras import ops
 
 from kerasdistill import reduction
 
+# `keras.distillation`'s name for `loss`, logged as a copy of it.
+TOTAL_LOSS = "total_loss"
 
-def track(tracker, value, weight):
-    """Records a loss (scaled for the replicas, as returned by a replica's
-    `compute_loss`) in a `keras.metrics.Mean` tracker, with `weight`
-    (Keras weighs its loss tracker by the batch size).
+
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class LossMean(keras.metrics.Metric):
+    """The weighted mean of the loss values of an epoch's batches, one
+    scalar per batch: what `keras.metrics.Mean` computes for them, with the
+    few operations a scalar needs (every step of an eager PyTorch loop
+    pays for each one).
 
     Example:
 
     ```python
-    tracker = keras.metrics.Mean(name="student_loss")
+    tracker = kerasdistill.logs.LossMean(name="student_loss")
+    tracker.update_state(0.5, 32)
+    tracker.result()  # 0.5
+    ```
+    """
+
+    def __init__(self, name, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, value, weight):
+        weight = ops.cast(weight, self.dtype)
+        self.total.assign_add(ops.cast(value, self.dtype) * weight)
+        self.count.assign_add(weight)
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+
+def track(tracker, value, weight):
+    """Records a loss (scaled for the replicas, as returned by a replica's
+    `compute_loss`) in a `LossMean` tracker, with `weight` (Keras weighs its
+    loss tracker by the batch size).
+
+    Example:
+
+    ```python
+    tracker = kerasdistill.logs.LossMean(name="student_loss")
     kerasdistill.logs.track(tracker, keras.ops.array(0.5), 32)
     ```
     """
-    tracker.update_state(reduction.unscale_for_replicas(value), sample_weight=weight)
+    tracker.update_state(reduction.unscale_for_replicas(value), weight)
 
 
 def term_trackers(distillation_losses):
-    """One `Mean` tracker per distillation loss, named `<loss name>_loss`,
+    """One `LossMean` tracker per distillation loss, named `<loss name>_loss`,
     when there are several (with one, it would repeat
     `distillation_loss`).
 
@@ -54,9 +87,7 @@ def term_trackers(distillation_losses):
     """
     if len(distillation_losses) < 2:
         return []
-    return [
-        keras.metrics.Mean(name=f"{loss.name}_loss") for loss in distillation_losses
-    ]
+    return [LossMean(name=f"{loss.name}_loss") for loss in distillation_losses]
 
 
 def temperature_names(distillation_losses):
@@ -153,10 +184,11 @@ def select(metrics, own, labeled):
     ]
 
 
-def results(metrics):
+def results(metrics, computed=None):
     """The results of `metrics` as `Model.get_metrics_result` gives them,
     leaving out those never built (an unbuilt `CompileMetrics` has no
-    variables yet).
+    variables yet); taken from `computed` (a dict of results) where it
+    holds them.
 
     Example:
 
@@ -167,6 +199,9 @@ def results(metrics):
     logs = {}
     for metric in metrics:
         if not metric.variables:
+            continue
+        if computed is not None and metric.name in computed:
+            logs[metric.name] = computed[metric.name]
             continue
         result = metric.result()
         logs.update(result if isinstance(result, dict) else {metric.name: result})

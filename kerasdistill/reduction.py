@@ -41,10 +41,12 @@ def weighted_mean(values, sample_weight=None):
         elif len(values.shape) == len(sample_weight.shape) + 1:
             values = ops.squeeze(values, axis=-1)
         values = values * sample_weight
-    count = ops.cast(
-        ops.prod(ops.convert_to_tensor(ops.shape(values), dtype="int32")), "float32"
+    count = 1  # Python ints where the shape is known (a replica's batch may be empty)
+    for size in ops.shape(values):
+        count = count * size
+    return scale_for_replicas(
+        ops.divide_no_nan(ops.sum(values), ops.cast(count, "float32"))
     )
-    return scale_for_replicas(ops.divide_no_nan(ops.sum(values), count))
 
 
 def scale_for_replicas(value):

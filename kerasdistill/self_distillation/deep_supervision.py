@@ -152,9 +152,9 @@ class DeepSupervision(
         self._network = keras.Model(
             model.input, [outputs[0], head_outputs], name=f"{model.name}_with_heads"
         )
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.head_loss_tracker = keras.metrics.Mean(name="head_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.student_loss_tracker = logs.LossMean(name="student_loss")
+        self.head_loss_tracker = logs.LossMean(name="head_loss")
+        self.distillation_loss_tracker = logs.LossMean(name="distillation_loss")
         self.built = True
 
     @property

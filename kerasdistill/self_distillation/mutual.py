@@ -115,7 +115,7 @@ class MutualLearning(
             "student_loss_weight", student_loss_weight
         )
         self.model_loss_trackers = [
-            keras.metrics.Mean(name=f"{name}_loss") for name in names
+            logs.LossMean(name=f"{name}_loss") for name in names
         ]
         if all(model.built for model in models):
             self.built = True

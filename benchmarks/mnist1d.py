@@ -104,7 +104,6 @@ OURS_SAME, KERAS_SAME = (
 TRANSFER = "kerasdistill KD, transfer set (a)"
 ONE_FIT = "kerasdistill KD, labels + unlabeled in one fit (b)"
 KERAS_TRANSFER = "keras.distillation KD, transfer set (a)"
-MISSING_ONE_FIT = "n/a (needs kerasdistill.data.labeled_and_unlabeled)"
 ROW_ORDER = (
     TEACHER,
     LABELS_ONLY,
@@ -184,13 +183,10 @@ def keras_logits_loss():
 
 
 def one_fit_dataset(data, x_unlabeled):
-    """The labeled and unlabeled inputs in one dataset, or None where the
-    installed kerasdistill lacks `data.labeled_and_unlabeled`."""
-    build = getattr(kerasdistill.data, "labeled_and_unlabeled", None)
-    if build is None:
-        return None
+    """The labeled and unlabeled inputs in one dataset, labeled samples in
+    proportion to their share of the inputs."""
     labeled = len(data["x"])
-    return build(
+    return kerasdistill.data.labeled_and_unlabeled(
         labeled=(data["x"], data["y"]),
         unlabeled=x_unlabeled,
         labeled_fraction=labeled / (labeled + len(x_unlabeled)),
@@ -253,7 +249,7 @@ class Students:
 
 def run_seed(seed, data, sizes, epochs):
     """Returns {(row, N): test accuracy} for one seed; N is 0 for the rows
-    without unlabeled inputs. A row that cannot run is None."""
+    without unlabeled inputs."""
     keras.utils.set_random_seed(seed)
     teacher = cnn()
     teacher.compile(adam(), SPARSE_CE)
@@ -272,9 +268,8 @@ def run_seed(seed, data, sizes, epochs):
         x_unlabeled = pool[:size]  # the draw is shuffled: a random subset
         transfer_set = np.concatenate([data["x"], x_unlabeled])
         results[(TRANSFER, size)] = students.ours(transfer_set, 0.0)
-        one_fit = one_fit_dataset(data, x_unlabeled)
-        results[(ONE_FIT, size)] = (
-            None if one_fit is None else students.ours(one_fit, ALPHA)
+        results[(ONE_FIT, size)] = students.ours(
+            one_fit_dataset(data, x_unlabeled), ALPHA
         )
         if size == max(sizes):
             results[(KERAS_TRANSFER, size)] = students.theirs(transfer_set, None, 0.0)
@@ -299,13 +294,11 @@ def markdown_table(rows):
     ]
     for name, size in sorted(rows, key=lambda key: (ROW_ORDER.index(key[0]), key[1])):
         values = rows[(name, size)]
-        if any(value is None for value in values):
-            accuracy_text, gap = MISSING_ONE_FIT, ""
-        else:
-            mean, std = mean_std(values)
-            accuracy_text = f"{100 * mean:.2f} +- {100 * std:.2f}"
-            gap = "" if name == TEACHER else f"{gap_closed(values, rows):.0%}"
-        lines.append(f"| {name} | {size:,} | {accuracy_text} | {gap} |")
+        mean, std = mean_std(values)
+        gap = "" if name == TEACHER else f"{gap_closed(values, rows):.0%}"
+        lines.append(
+            f"| {name} | {size:,} | {100 * mean:.2f} +- {100 * std:.2f} | {gap} |"
+        )
     return "\n".join(lines)
 
 
@@ -346,7 +339,7 @@ def plot(rows, sizes, path):
         points = [
             (size, *mean_std(rows[(name, size)]))
             for size in sizes
-            if (name, size) in rows and None not in rows[(name, size)]
+            if (name, size) in rows
         ]
         if points:
             x, mean, std = (np.array(column) for column in zip(*points))

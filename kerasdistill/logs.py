@@ -9,6 +9,7 @@ A `Distiller`'s logs (`val_` prefixed for the validation data):
   labeled samples of partial labels), on batches with labels;
 - `distillation_loss`: `sum_i w_i * distillation_loss_i`;
 - `<loss name>_loss`: with several distillation losses, each one's term
+  (the names `loss_names` gives)
   `w_i * distillation_loss_i`, as Keras logs each output's loss of a
   multi-output model;
 - the compiled metrics, on the labeled samples;
@@ -74,10 +75,34 @@ def track(tracker, value, weight):
     tracker.update_state(reduction.unscale_for_replicas(value), weight)
 
 
+def loss_names(distillation_losses):
+    """The name each distillation loss goes by in the logs and in the
+    schedulers' `loss=`: its own name, with `_2`, `_3`, ... for the second,
+    third, ... loss of the same name.
+
+    Example:
+
+    ```python
+    kerasdistill.logs.loss_names(
+        [kerasdistill.FeatureDistillation(), kerasdistill.FeatureDistillation()]
+    )
+    # ["feature_distillation", "feature_distillation_2"]
+    ```
+    """
+    names = []
+    for loss in distillation_losses:
+        name, count = loss.name, 1
+        while name in names:
+            count += 1
+            name = f"{loss.name}_{count}"
+        names.append(name)
+    return names
+
+
 def term_trackers(distillation_losses):
-    """One `LossMean` tracker per distillation loss, named `<loss name>_loss`,
-    when there are several (with one, it would repeat
-    `distillation_loss`).
+    """One `LossMean` tracker per distillation loss, named
+    `<loss name>_loss` after `loss_names`, when there are several (with one,
+    it would repeat `distillation_loss`).
 
     Example:
 
@@ -87,7 +112,7 @@ def term_trackers(distillation_losses):
     """
     if len(distillation_losses) < 2:
         return []
-    return [LossMean(name=f"{loss.name}_loss") for loss in distillation_losses]
+    return [LossMean(name=f"{name}_loss") for name in loss_names(distillation_losses)]
 
 
 def temperature_names(distillation_losses):
@@ -103,13 +128,13 @@ def temperature_names(distillation_losses):
     ```
     """
     tempered = [
-        loss
-        for loss in distillation_losses
+        (loss, name)
+        for loss, name in zip(distillation_losses, loss_names(distillation_losses))
         if loss.temperature is not None or loss.learns_temperature
     ]
     return [
-        (loss, "temperature" if len(tempered) == 1 else f"{loss.name}_temperature")
-        for loss in tempered
+        (loss, "temperature" if len(tempered) == 1 else f"{name}_temperature")
+        for loss, name in tempered
     ]
 
 

@@ -137,7 +137,7 @@ def test_random_search_shares_the_teacher(teacher, data, tmp_path):
 def test_bayesian_val_student_loss_ranks_trials(teacher, data, tmp_path):
     tuner = kt.BayesianOptimization(
         _hypermodel(teacher, temperature=[2.0, 4.0]),
-        objective="val_student_loss",
+        objective=kt.Objective("val_student_loss", direction="min"),
         max_trials=2,
         num_initial_points=1,
         seed=2,

@@ -52,8 +52,9 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     Tune the student's architecture inside `student(hp)`.
 
     Rank trials by the student's own loss on the validation labels,
-    `objective="val_student_loss"`, or by any student metric given in
-    `metrics` (`"val_accuracy"`, `"val_mae"`, ...): `val_loss` is the
+    `objective=keras_tuner.Objective("val_student_loss", direction="min")`,
+    or by any student metric given in `metrics` (`"val_accuracy"`,
+    `"val_mae"`, ...): `val_loss` is the
     distillation objective, which depends on the trial's alpha and
     temperature, so it cannot rank trials.
 

@@ -32,6 +32,7 @@ that follows it by `kerasdistill.losses.keras_compat.as_distillation_loss`.
 """
 
 import inspect
+import re
 
 import keras
 from keras import ops
@@ -96,7 +97,10 @@ class DistillationLoss(keras.layers.Layer):
         }
 
     def __init__(self, name=None, **kwargs):
-        super().__init__(name=name, **kwargs)
+        # Named after the class, as Keras's losses are (not numbered per
+        # process, as layers are): the History keys made from the name stay
+        # the same from one run to the next.
+        super().__init__(name=name or _snake_case(type(self).__name__), **kwargs)
         self.built = True
 
     def call(self, teacher_outputs, student_outputs):
@@ -355,3 +359,9 @@ class TemperedLoss(DistillationLoss):
         config = super().get_config()
         config["temperature"] = float(ops.convert_to_numpy(self._temperature))
         return config
+
+
+def _snake_case(class_name):
+    """`"FeatureDistillation"` -> `"feature_distillation"`, `"DKD"` -> `"dkd"`."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", class_name)
+    return re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", words).lower()

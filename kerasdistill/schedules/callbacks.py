@@ -323,27 +323,24 @@ class TemperatureScheduler(LossScheduleCallback):
     expected = "a temperature > 0"
 
     def _resolve(self, distiller):
-        names = dict(
-            (id(loss), name)
-            for loss, name in logs.temperature_names(distiller.distillation_losses)
+        losses = distiller.distillation_losses
+        log_names = dict(
+            (id(loss), name) for loss, name in logs.temperature_names(losses)
         )
-        schedulable = [
-            loss
-            for loss in distiller.distillation_losses
+        named = list(zip(losses, logs.loss_names(losses)))
+        schedulable = {
+            name: loss
+            for loss, name in named
             if loss.temperature is not None and not loss.learns_temperature
-        ]
-        learned = [
-            loss.name
-            for loss in distiller.distillation_losses
-            if loss.learns_temperature
-        ]
+        }
+        learned = [name for loss, name in named if loss.learns_temperature]
         if self.loss is None:
             if len(schedulable) != 1:
                 raise ValueError(
                     "TemperatureScheduler: expected exactly one distillation "
                     "loss with a temperature variable when `loss` is not "
                     f"given. Received {len(schedulable)}: "
-                    f"{[loss.name for loss in schedulable]}"
+                    f"{list(schedulable)}"
                     + (
                         f" (the temperature of {learned} is learned, not "
                         "scheduled: drive CTKD with GradientReversalScheduler)"
@@ -352,7 +349,7 @@ class TemperatureScheduler(LossScheduleCallback):
                     )
                     + ". Pass `loss=` (an index or a name)."
                 )
-            loss = schedulable[0]
+            (loss,) = schedulable.values()
         else:
             loss = _find_loss(distiller, self.loss, "TemperatureScheduler")
             if loss.learns_temperature:
@@ -362,16 +359,15 @@ class TemperatureScheduler(LossScheduleCallback):
                     "schedule cannot set. Schedule CTKD's curriculum with "
                     "kerasdistill.callbacks.GradientReversalScheduler (or "
                     "kerasdistill.recipes.curriculum_temperature), or choose "
-                    f"one of {[loss.name for loss in schedulable]}."
+                    f"one of {list(schedulable)}."
                 )
             if loss.temperature is None:
                 raise ValueError(
                     f"TemperatureScheduler: the distillation loss {self.loss!r} "
                     f"({type(loss).__name__}) has no temperature variable. "
-                    "Choose one of "
-                    f"{[loss.name for loss in schedulable]}."
+                    f"Choose one of {list(schedulable)}."
                 )
-        return loss.temperature, names[id(loss)]
+        return loss.temperature, log_names[id(loss)]
 
     def _is_valid(self, value):
         return value > 0.0
@@ -502,7 +498,7 @@ def _check_loss_selector(loss):
 
 def _find_loss(distiller, selector, owner):
     found = distiller.distillation_losses
-    names = [loss.name for loss in found]
+    names = logs.loss_names(found)
     if isinstance(selector, str):
         if selector not in names:
             raise ValueError(

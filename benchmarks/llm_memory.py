@@ -1,40 +1,38 @@
-"""Peak memory of one token-distillation training step over Gemma 3's
-vocabulary: the full logits (naive) against chunks of positions from the
-hidden states (`kerasdistill.losses.chunked_token_divergence`).
+"""Peak memory of one training step of `kerasdistill.CausalLMDistiller`
+over Gemma 3's vocabulary: the full logits (naive) against the step over
+chunks of positions from the hidden states (`chunk_size=`).
 
 Teacher and student are keras-hub `GemmaBackbone`s built from config (no
 weights) with Gemma 3's vocabulary of 262,144 tokens and 2 layers (teacher
 width 64, student 32, Gemma 2's final logit soft-cap of 30), in
-`GemmaCausalLM`s without preprocessor. One training step is the forward
-KL at T = 1 over a batch of 2 sequences with a padding mask, its gradients
-with respect to the student's weights, and an Adam update:
+`GemmaCausalLM`s without preprocessor. The step is the library's: the
+`CausalLMDistiller`'s train step as `fit()` runs it (Keras's JAX trainer,
+through `train_on_batch` on one batch of 2 sequences with a padding mask
+and a 16-token prompt), with the forward KL at T = 1 on the completion's
+tokens, the student's cross-entropy on the next tokens (alpha 0.5) and an
+Adam update, off-policy (`lmbda=0`: the on-policy branch is compiled into
+the step, not taken):
 
-- naive: both causal LMs output their `(batch, positions, 262144)` logits,
-  and `kerasdistill.LogitsDistillation(mask="padding_mask")` compares them;
-- chunked: both backbones output their hidden states, and
-  `chunked_token_divergence` projects them with each model's
-  `token_embedding(reverse=True)` (soft-cap included) `chunk_size`
-  positions at a time, under `keras.remat`.
-
-The step is built here with `jax.value_and_grad` over the models' variables
-(`keras.StatelessScope`) and the optimizer's `stateless_apply`, jitted with
-the weights and optimizer state donated, as Keras's JAX trainer does: the
-`Distiller`'s own train step does not yet skip the student's full logits.
+- naive: `chunk_size=None`, both networks output their `(batch,
+  positions, 262144)` logits;
+- chunked: `chunk_size=128`, both backbones output their hidden states,
+  projected to logits 128 positions at a time under `keras.remat`, for
+  the divergence and the cross-entropy alike.
 
 What is measured, in a fresh process per configuration (JAX on CPU, whose
 devices report no memory statistics):
 
-- peak RSS above the models: the process's resident set high-water mark
-  (`VmHWM`, reset through `/proc/self/clear_refs` just before) during the
-  first step, minus its resident set just before it, when the models,
-  optimizer state, batch and compiled step are all in memory (a second
-  step would find the first one's buffers still held by the allocator);
-- XLA temp: the temporary buffers XLA's buffer assignment plans for the
-  compiled step (`compiled.memory_analysis().temp_size_in_bytes`), the
-  same figure without the allocator's noise.
+- RSS: the process's resident set high-water mark (`VmHWM`, reset through
+  `/proc/self/clear_refs` just before) during the second `train_on_batch`
+  (the first one compiles the step), minus the resident set just before
+  it, when the models, the optimizer state and the compiled step are in
+  memory;
+- XLA temp: the temporary buffers XLA plans for the train step
+  (`memory_analysis().temp_size_in_bytes` of Keras's `train_step`
+  compiled for the same batch), the same figure without the allocator.
 
     python benchmarks/llm_memory.py            # about 10 minutes on 2 CPU cores
-    python benchmarks/llm_memory.py --positions 256 --chunk-size 64
+    python benchmarks/llm_memory.py --positions 1024 --chunk-size 64
 """
 
 import argparse
@@ -44,13 +42,14 @@ import subprocess
 import sys
 import time
 
-VOCAB, BATCH, TEACHER_WIDTH, STUDENT_WIDTH, LAYERS, SOFT_CAP = (
+VOCAB, BATCH, TEACHER_WIDTH, STUDENT_WIDTH, LAYERS, SOFT_CAP, PROMPT = (
     262_144,
     2,
     64,
     32,
     2,
     30.0,
+    16,
 )
 
 
@@ -71,10 +70,11 @@ def main():
         chunked = run_child("chunked", positions, args.chunk_size)
         rows.append((positions, naive, chunked))
     print(
-        f"\nOne training step (loss, gradients, Adam) of token KD, Gemma "
-        f"backbones with a {VOCAB:,}-token vocabulary, batch {BATCH}; "
-        f"chunked: chunk_size={args.chunk_size} positions. JAX "
-        f"{rows[0][1]['jax']} on CPU, peak memory above the models in MiB:\n"
+        f"\nOne training step of kerasdistill.CausalLMDistiller (forward KL on "
+        f"the completion, cross-entropy, Adam) between Gemma causal LMs with a "
+        f"{VOCAB:,}-token vocabulary, batch {BATCH}; chunked: chunk_size="
+        f"{args.chunk_size}. JAX {rows[0][1]['jax']} on CPU, peak memory "
+        "above the models in MiB:\n"
     )
     print(
         "| positions | naive RSS | chunked RSS | chunked / naive "
@@ -121,28 +121,39 @@ def measure(mode, positions, chunk_size):
     """One configuration, in this (fresh) process."""
     import jax
 
-    compiled, state, x = compiled_step(mode, positions, chunk_size)
-    temp = compiled.memory_analysis().temp_size_in_bytes
+    distiller, batch = compiled_distiller(mode, positions, chunk_size)
+    distiller.train_on_batch(*batch)  # compiles the step, builds the state
     before = _status("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets VmHWM to the current RSS
-    loss, trainable_values, _ = compiled(*state, x)
-    jax.block_until_ready(trainable_values)
+    logs = distiller.train_on_batch(*batch, return_dict=True)
     peak = _status("VmHWM")
+    state = tuple(
+        [v.value for v in variables]
+        for variables in (
+            distiller.trainable_variables,
+            distiller.non_trainable_variables,
+            distiller.optimizer.variables,
+            distiller.metrics_variables,
+        )
+    )
+    data = jax.tree.map(jax.numpy.asarray, batch)
+    compiled = (
+        jax.jit(distiller.train_step, donate_argnums=0).lower(state, data).compile()
+    )
     return {
         "mode": mode,
         "positions": positions,
-        "loss": float(loss),
+        "loss": float(logs["loss"]),
         "rss_mib": (peak - before) / 2**20,
-        "temp_mib": temp / 2**20,
+        "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20,
         "jax": jax.__version__,
     }
 
 
-def compiled_step(mode, positions, chunk_size):
-    """`(compiled step, (trainable, optimizer, fixed) values, batch)`."""
+def compiled_distiller(mode, positions, chunk_size):
+    """`(compiled CausalLMDistiller, (x, y, sample_weight))`."""
     os.environ["KERAS_BACKEND"] = "jax"
-    import jax
     import keras
     import keras_hub
     import numpy as np
@@ -167,53 +178,27 @@ def compiled_step(mode, positions, chunk_size):
             backbone=backbone, preprocessor=None, name=name
         )
 
-    teacher = causal_lm(TEACHER_WIDTH, 0, "teacher")
-    student = causal_lm(STUDENT_WIDTH, 1, "student")
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(student.trainable_variables)
-    rng = np.random.default_rng(0)
-    lengths = np.array([positions, positions * 3 // 4])
-    x = {
-        "token_ids": rng.integers(1, VOCAB, (BATCH, positions)).astype("int32"),
-        "padding_mask": (np.arange(positions)[None] < lengths[:, None]).astype("int32"),
-    }
-    x = {k: jax.numpy.asarray(v) for k, v in x.items()}
-    full_loss = kd.LogitsDistillation(1.0, mask="padding_mask")
-    trainable = student.trainable_variables
-    fixed = teacher.variables + student.non_trainable_variables
-
-    def loss_fn(trainable_values, fixed_values, x):
-        mapping = list(zip(trainable, trainable_values)) + list(
-            zip(fixed, fixed_values)
-        )
-        with keras.StatelessScope(state_mapping=mapping):
-            if mode == "naive":
-                teacher_logits = jax.lax.stop_gradient(teacher(x))
-                return full_loss.compute_loss(teacher_logits, student(x), inputs=x)
-            per_sample = kd.losses.chunked_token_divergence(
-                teacher.backbone(x),
-                student.backbone(x),
-                lambda h: teacher.backbone.token_embedding(h, reverse=True),
-                lambda h: student.backbone.token_embedding(h, reverse=True),
-                mask=x["padding_mask"],
-                chunk_size=chunk_size,
-            )
-            return keras.ops.mean(per_sample)
-
-    def step(trainable_values, optimizer_values, fixed_values, x):
-        loss, gradients = jax.value_and_grad(loss_fn)(trainable_values, fixed_values, x)
-        trainable_values, optimizer_values = optimizer.stateless_apply(
-            optimizer_values, gradients, trainable_values
-        )
-        return loss, trainable_values, optimizer_values
-
-    state = (
-        [v.value for v in trainable],
-        [v.value for v in optimizer.variables],
-        [v.value for v in fixed],
+    distiller = kd.CausalLMDistiller(
+        causal_lm(TEACHER_WIDTH, 0, "teacher"),
+        causal_lm(STUDENT_WIDTH, 1, "student"),
+        kd.LogitsDistillation(1.0, mask="padding_mask"),
+        student_loss_weight=0.5,
+        lmbda=0.0,
+        chunk_size=chunk_size if mode == "chunked" else None,
     )
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(*state, x).compile()
-    return compiled, state, x
+    distiller.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    lengths = np.array([positions + 1, (positions + 1) * 3 // 4])
+    ids = rng.integers(1, VOCAB, (BATCH, positions + 1)).astype("int32")
+    padding = np.arange(positions + 1)[None] < lengths[:, None]
+    prompt = np.arange(positions + 1)[None].repeat(BATCH, 0) < PROMPT
+    x, y, weights = kd.transformers.prompt_completion_data(
+        np.where(padding, ids, 0), prompt, padding
+    )
+    return distiller, (x, y, weights)
 
 
 def _status(field):

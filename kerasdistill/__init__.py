@@ -50,6 +50,7 @@ from kerasdistill.self_distillation import MutualLearning
 from kerasdistill.self_distillation import SelfDistiller
 from kerasdistill.self_distillation import born_again
 from kerasdistill.transformers import AttentionDistillation
+from kerasdistill.transformers import CausalLMDistiller
 from kerasdistill.transformers import generate_transfer_set
 from kerasdistill.transformers import layer_mapping
 
@@ -79,6 +80,7 @@ __all__ = [
     "AttentionDistillation",
     "BornAgainResult",
     "CTKD",
+    "CausalLMDistiller",
     "DIST",
     "DKD",
     "DeepSupervision",

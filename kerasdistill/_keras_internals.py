@@ -14,9 +14,12 @@ The others: the `tf.distribute` strategy a model or variable was created
 under (`created_strategy`, `variable_strategy`), multi-worker detection and
 the multi-worker build (`spans_several_workers`, `MultiWorkerBuild`,
 `first_local_batch`), the ops of a `tf.data` pipeline (`dataset_ops`),
-Keras's output mask (`with_keras_mask`), and the optimizer path of configs
-saved under PyTorch (`CompileFromConfig`).
+Keras's output mask (`with_keras_mask`), the optimizer path of configs
+saved under PyTorch (`CompileFromConfig`), and the `training` value that
+layers called inside another layer's call inherit (`inference_calls`).
 """
+
+import contextlib
 
 import keras
 from keras import tree
@@ -172,6 +175,39 @@ def with_keras_mask(tensor, mask):
 
     set_keras_mask(tensor, mask)
     return tensor
+
+
+@contextlib.contextmanager
+def inference_calls():
+    """Inside it, the layers called without a `training` argument run in
+    inference mode (dropout off), even inside the call of a layer given
+    `training=True`.
+
+    Keras passes the `training` value of the outermost layer call on to the
+    layers called inside it through its call context (private), so code
+    that calls a model's layers without `training` (keras-hub's
+    `generate_step`) inside a training step runs them in training mode.
+    The context's value is set to `False` here and restored after.
+
+    Example:
+
+    ```python
+    with inference_calls():
+        generated = causal_lm.generate_step(prompts)  # dropout off
+    ```
+    """
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    if context is None:  # no layer call in progress: nothing to inherit
+        yield
+        return
+    training = context.get_value("training")
+    context.set_value("training", False)
+    try:
+        yield
+    finally:
+        context.set_value("training", training)
 
 
 class CompileFromConfig:

@@ -65,6 +65,17 @@ def check_positive_int(value, name):
     check_integer(value, name, minimum=1)
 
 
+def as_list(value, name):
+    """`value` as a list (one item, or the items of a list or tuple); a
+    `ValueError` for `None`."""
+    if value is None:
+        raise ValueError(
+            f"Expected `{name}` to be given. Received: {name}=None. Pass e.g. "
+            "distillation_losses=kerasdistill.LogitsDistillation()."
+        )
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def check_choice(value, choices, name):
     if value not in choices:
         raise ValueError(

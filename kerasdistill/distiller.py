@@ -148,7 +148,7 @@ class Distiller(
         )
         checks.check_model(student, "student")
         checks.check_unit_interval(student_loss_weight, "student_loss_weight")
-        distillation_losses = _as_list(distillation_losses, "distillation_losses")
+        distillation_losses = checks.as_list(distillation_losses, "distillation_losses")
         distillation_loss_weights = checks.loss_weights(
             distillation_loss_weights, len(distillation_losses)
         )
@@ -182,13 +182,17 @@ class Distiller(
         self._networks = {
             "teacher": teachers_module.teacher_network(
                 teachers,
-                _tapped(loss.teacher_layer_name for loss in self.distillation_losses),
+                taps.tapped(
+                    loss.teacher_layer_name for loss in self.distillation_losses
+                ),
                 teacher_weights,
                 teacher_combination,
             ),
             "student": taps.TappedNetwork(
                 student,
-                _tapped(loss.student_layer_name for loss in self.distillation_losses),
+                taps.tapped(
+                    loss.student_layer_name for loss in self.distillation_losses
+                ),
                 "student",
             ),
         }
@@ -254,7 +258,7 @@ class Distiller(
 
     @distillation_loss_weights.setter
     def distillation_loss_weights(self, values):
-        values = _as_list(values, "distillation_loss_weights")
+        values = checks.as_list(values, "distillation_loss_weights")
         if len(values) != len(self._distillation_loss_weights):
             raise ValueError(
                 f"Expected {len(self._distillation_loss_weights)} weights. "
@@ -410,15 +414,11 @@ class Distiller(
         y, has_label, sample_weight = self._labels(y, sample_weight, step)
         regularization = reduction.regularization(self)  # before the teacher
         batch = reduction.batch_size(inputs)
-        if y is not None:
-            student_loss, labeled = labels_module.student_loss(
-                self, y, step.outputs, sample_weight, regularization, has_label
-            )
-            logs_module.track(self.student_loss_tracker, student_loss, labeled)
-        teacher_taps = self._teacher_taps(step.view, cached)
-        terms = self._distillation_terms(
-            teacher_taps, step, y, has_label, sample_weight, training
+        student_loss, labeled, terms = self._step_losses(
+            step, y, has_label, sample_weight, regularization, cached, training
         )
+        if y is not None:
+            logs_module.track(self.student_loss_tracker, student_loss, labeled)
         distillation_loss = sum(terms, ops.zeros((), dtype="float32"))
         total = distillation_loss
         if y is not None and self.uses_labels:
@@ -495,6 +495,23 @@ class Distiller(
             y, has_label = self._view.mix_labels(y, has_label, step.mixing)
         return y, has_label, sample_weight
 
+    def _step_losses(
+        self, step, y, has_label, sample_weight, regularization, cached, training
+    ):
+        """The losses stage of a step: `(student_loss, labeled, terms)`, the
+        student's loss on the labels over `labeled` samples (`None, None`
+        without labels) and each distillation loss's weighted term."""
+        student_loss = labeled = None
+        if y is not None:
+            student_loss, labeled = labels_module.student_loss(
+                self, y, step.outputs, sample_weight, regularization, has_label
+            )
+        teacher_taps = self._teacher_taps(step.view, cached)
+        terms = self._distillation_terms(
+            teacher_taps, step, y, has_label, sample_weight, training
+        )
+        return student_loss, labeled, terms
+
     def _student_only_loss(self, y, outputs, sample_weight, regularization):
         """The student's own loss and regularization, without the teacher
         (`evaluate_with_teacher = False`)."""
@@ -541,10 +558,10 @@ class Distiller(
             self.distillation_losses, self._distillation_loss_weights
         ):
             labels_module.check_reads_labels(loss, has_label)
-            student = _select(student_taps, loss.student_layer_name)
+            student = taps.select(student_taps, loss.student_layer_name)
             term = ops.zeros((), dtype="float32")
             for teacher_weight, taps_ in parts:
-                teacher = _select(taps_, loss.teacher_layer_name)
+                teacher = taps.select(taps_, loss.teacher_layer_name)
                 term = term + teacher_weight * base.loss_value(
                     loss, teacher, student, y, sample_weight, training, step.view
                 )
@@ -578,22 +595,3 @@ class Distiller(
 
 
 _OBJECTS = ("teacher", "student", "distillation_losses", "augmentation", "mixing")
-
-
-def _as_list(value, name):
-    if value is None:
-        raise ValueError(
-            f"Expected `{name}` to be given. Received: {name}=None. Pass e.g. "
-            "distillation_losses=kerasdistill.LogitsDistillation()."
-        )
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _tapped(layer_names):
-    """The layers the losses tap (those that are not `None`)."""
-    return [name for name in layer_names if name is not None]
-
-
-def _select(taps_, layer_name):
-    outputs, features = taps_
-    return outputs if layer_name is None else features[layer_name]

@@ -460,3 +460,15 @@ def _subclassed_message(model, layer_names, role):
         "shared), e.g. `inputs = keras.Input(shape); h = model.block1(inputs); "
         "keras.Model(inputs, model.head(h))`."
     )
+
+
+def tapped(layer_names):
+    """The layers the losses tap (those that are not `None`)."""
+    return [name for name in layer_names if name is not None]
+
+
+def select(taps_, layer_name):
+    """From `(outputs, features)`, the outputs (`layer_name` `None`) or the
+    features of the tapped layer `layer_name`."""
+    outputs, features = taps_
+    return outputs if layer_name is None else features[layer_name]

@@ -47,7 +47,13 @@ STATED_ERROR = re.compile(r"^# (\w+Error): ", re.M)
 DIRECTIVE = re.compile(r"^::: ([\w.]+)\n((?:[ \t]+.*\n)*)", re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 # Pages whose blocks train several models or export: over ~10 s.
-SLOW = {"augmentation.md", "deploy.md", "getting-started.md", "transformers.md"}
+SLOW = {
+    "augmentation.md",
+    "deploy.md",
+    "getting-started.md",
+    "language_models.md",
+    "transformers.md",
+}
 
 
 def _images(get):

@@ -41,6 +41,7 @@ NOT_RUN = {
     "kerasdistill.transformers.layer_mapping.find_stack": "a keras-hub BERT model",
     "kerasdistill.transformers.layer_mapping.layer_mapping": "keras-hub BERT models",
     "kerasdistill.transformers.sequence_kd.generate_transfer_set": "a keras-hub GPT-2 model",
+    "kerasdistill.transformers.causal_lm.CausalLMDistiller": "keras-hub causal LMs (tested in test_causal_lm.py)",
 }
 
 # Examples that train several models or fit several times: over a few

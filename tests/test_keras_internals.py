@@ -105,3 +105,24 @@ def test_compile_config_of_a_torch_optimizer_loads_the_public_class():
     assert isinstance(loading.optimizer, keras.optimizers.Adam)
     if keras.backend.backend() != "torch":  # not the PyTorch class it named
         assert "torch" not in type(loading.optimizer).__module__
+
+
+def test_inference_calls_turn_dropout_off_inside_a_training_call():
+    class Outer(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.dropout = keras.layers.Dropout(0.5, seed=0)
+
+        def call(self, x, training=None):
+            inherited = self.dropout(x)  # training=True from the outer call
+            with _keras_internals.inference_calls():
+                inside = self.dropout(x)
+            return inherited, inside, self.dropout(x)
+
+    x = keras.ops.ones((4, 64))
+    inherited, inside, after = Outer()(x, training=True)
+    assert float(keras.ops.min(inherited)) == 0.0  # dropped
+    assert float(keras.ops.min(inside)) == 1.0  # inference: untouched
+    assert float(keras.ops.min(after)) == 0.0  # restored
+    with _keras_internals.inference_calls():  # outside any call: no effect
+        assert float(keras.ops.min(keras.layers.Dropout(0.5)(x))) == 1.0

@@ -8,7 +8,9 @@
   `LogitsDistillation`;
 - `chunked`: token-level KD from hidden states over chunks of positions,
   whose memory does not grow with the vocabulary
-  (`chunked_token_divergence`, `ChunkedTokenDistillation`);
+  (`chunked_token_divergence`, `ChunkedTokenDistillation`, and
+  `chunked_token_losses`, the per-position values of several losses at
+  once, which `kerasdistill.CausalLMDistiller(chunk_size=...)` trains on);
 - `top_k`: token-level KD on the teacher's top-k logits (large vocabularies);
   `ctkd`: CTKD (a learned, curriculum temperature); `standardization`:
   logit standardization, an option of the logit losses;
@@ -35,6 +37,7 @@ from kerasdistill.losses.base import DistillationLoss
 from kerasdistill.losses.base import TemperedLoss
 from kerasdistill.losses.chunked import ChunkedTokenDistillation
 from kerasdistill.losses.chunked import chunked_token_divergence
+from kerasdistill.losses.chunked import chunked_token_losses
 from kerasdistill.losses.ctkd import CTKD
 from kerasdistill.losses.ctkd import gradient_reversal
 from kerasdistill.losses.dist import DIST
@@ -80,6 +83,7 @@ __all__ = [
     "TemperedLoss",
     "attention_transfer",
     "chunked_token_divergence",
+    "chunked_token_losses",
     "cosine_distance",
     "decoupled_kd",
     "dist",

@@ -29,7 +29,7 @@ from keras import ops
 from kerasdistill import checks
 from kerasdistill import taps
 from kerasdistill.losses import base
-from kerasdistill.losses import divergences
+from kerasdistill.losses import divergences as divergence_module
 from kerasdistill.losses import masking
 
 
@@ -106,65 +106,174 @@ def chunked_token_divergence(
         https://arxiv.org/abs/2411.09009
     """
     name = "chunked_token_divergence"
-    if loss not in divergences.NAMES:
+    if loss not in divergence_module.NAMES:
         raise ValueError(
-            f"{name}: expected `loss` to be one of {list(divergences.NAMES)}. "
+            f"{name}: expected `loss` to be one of {list(divergence_module.NAMES)}. "
             f"Received: loss={loss!r}"
         )
+    beta, skew = divergence_module.resolve_options([loss], beta, skew, name)
+    _positions(teacher_hidden, student_hidden, mask, name)
+    (values,), _ = chunked_token_losses(
+        teacher_hidden,
+        student_hidden,
+        teacher_projection,
+        student_projection,
+        divergences=[(loss, temperature, beta, skew)],
+        chunk_size=chunk_size,
+    )
+    if mask is None:
+        weight = ops.ones(ops.shape(values), dtype="float32")
+    else:
+        weight = ops.cast(mask, "float32")
+    return masking.position_mean(values, ops.ones_like(weight), weight)
+
+
+def chunked_token_losses(
+    teacher_hidden,
+    student_hidden,
+    teacher_projection,
+    student_projection,
+    divergences=(),
+    labels=None,
+    chunk_size=128,
+):
+    """Per-position token losses from hidden states, `chunk_size` positions
+    at a time: divergences from the teacher and the student's cross-entropy
+    on its labels, with one projection of each chunk for all of them.
+
+    Each chunk of positions is projected to logits (`teacher_projection`,
+    `student_projection`), compared and reduced to one value per position
+    under `keras.remat`, so its logits are made again in the backward pass
+    rather than kept: the memory grows with `chunk_size x vocabulary`, not
+    with `positions x vocabulary`. The teacher's side gets no gradient.
+    Reduce the values as the full-logits loss would (e.g.
+    `kerasdistill.LogitsDistillation.reduce_token_values`).
+
+    Args:
+        teacher_hidden: The teacher's final hidden states, `(batch,
+            positions, teacher_width)`, or `None` without `divergences`.
+        student_hidden: The student's, `(batch, positions, student_width)`;
+            `positions` must be known when the step is traced.
+        teacher_projection: A function from a chunk of teacher hidden
+            states to its logits `(batch, chunk, vocabulary)`.
+        student_projection: The student's, to the same vocabulary.
+        divergences: `(loss, temperature, beta, skew)` for each divergence
+            to compute: `loss` a name of `kerasdistill.losses.divergences`
+            or `"soft_cross_entropy"`, `temperature` a number or variable
+            (the value is multiplied by its square), `beta` / `skew` the
+            loss's option or `None`.
+        labels: Optional `(batch, positions)` integer labels: the student's
+            cross-entropy `-log softmax(student_logits)[label]` (at
+            temperature 1) is computed too.
+        chunk_size: Positions per chunk, an int >= 1. The positions are
+            padded to a multiple of it (the padding is dropped).
+
+    Returns:
+        `(values, cross_entropy)`: a list of float32 `(batch, positions)`
+        tensors, one per divergence, and the `(batch, positions)`
+        cross-entropy (`None` without `labels`).
+
+    Example:
+
+    ```python
+    embedding = keras.layers.ReversibleEmbedding(1000, 16)
+    embedding.build((None,))
+    hidden = keras.random.normal((2, 64, 16), seed=0)
+    project = lambda h: embedding(h, reverse=True)
+    (reverse_kl,), cross_entropy = kerasdistill.losses.chunked_token_losses(
+        hidden, hidden * 0.5, project, project,
+        divergences=[("reverse_kl", 1.0, None, None)],
+        labels=keras.ops.zeros((2, 64), "int32"), chunk_size=16,
+    )  # two (2, 64) tensors
+    ```
+
+    Reference:
+        Wijmans et al., "Cut Your Losses in Large-Vocabulary Language
+        Models", ICLR 2025. https://arxiv.org/abs/2411.09009
+    """
+    name = "chunked_token_losses"
     checks.check_positive_int(chunk_size, "chunk_size")
-    beta, skew = divergences.resolve_options([loss], beta, skew, name)
-    positions = _positions(teacher_hidden, student_hidden, mask, name)
+    divergences_ = [tuple(spec) for spec in divergences]
+    for loss, _, _, _ in divergences_:
+        checks.check_choice(
+            loss, (*divergence_module.NAMES, "soft_cross_entropy"), "loss"
+        )
+    if not divergences_ and labels is None:
+        raise ValueError(
+            f"{name}: expected at least one divergence or labels. Received "
+            "divergences=() and labels=None."
+        )
+    if not divergences_:
+        teacher_hidden = student_hidden  # only its shape is read
+    positions = _positions(teacher_hidden, student_hidden, labels, name)
     count = math.ceil(positions / chunk_size)
     padding = count * chunk_size - positions
     teacher_hidden = ops.stop_gradient(ops.convert_to_tensor(teacher_hidden))
     student_hidden = ops.convert_to_tensor(student_hidden)
-    if mask is None:
-        weight = ops.ones(ops.shape(student_hidden)[:2], dtype="float32")
-    else:
-        weight = ops.cast(mask, "float32")
+    # Float labels: TensorFlow's recomputation differentiates every input.
+    labels_ = ops.zeros(ops.shape(student_hidden)[:2], dtype="float32")
+    if labels is not None:
+        labels_ = ops.cast(labels, "float32")
     if padding:
         teacher_hidden, student_hidden = (
             ops.pad(h, [[0, 0], [0, padding], [0, 0]])
             for h in (teacher_hidden, student_hidden)
         )
-        weight = ops.pad(weight, [[0, 0], [0, padding]])
+        labels_ = ops.pad(labels_, [[0, 0], [0, padding]])
 
-    def chunk_total(chunk):
-        """One chunk's weighted sum of divergences per sample, `(batch,)`."""
-        teacher_chunk, student_chunk, weight_chunk = chunk
-        teacher_logits = ops.stop_gradient(teacher_projection(teacher_chunk))
-        student_logits = student_projection(student_chunk)
-        log_p = ops.log_softmax(ops.cast(teacher_logits, "float32") / temperature)
-        log_q = ops.log_softmax(ops.cast(student_logits, "float32") / temperature)
-        values = divergences.divergence(log_p, log_q, loss, beta=beta, skew=skew)
-        values = values * weight_chunk
-        return ops.sum(ops.where(weight_chunk != 0, values, 0.0), axis=1)
+    def chunk_values(chunk):
+        """One chunk's per-position values, `(outputs, batch, chunk)`."""
+        teacher_chunk, student_chunk, label_chunk = chunk
+        student_logits = ops.cast(student_projection(student_chunk), "float32")
+        outputs = []
+        if divergences_:
+            teacher_logits = ops.stop_gradient(
+                ops.cast(teacher_projection(teacher_chunk), "float32")
+            )
+        for loss, temperature, beta, skew in divergences_:
+            log_p = ops.log_softmax(teacher_logits / temperature)
+            log_q = ops.log_softmax(student_logits / temperature)
+            if loss == "soft_cross_entropy":
+                values = -ops.sum(ops.exp(log_p) * log_q, axis=-1)
+            else:
+                values = divergence_module.divergence(log_p, log_q, loss, beta, skew)
+            outputs.append(values * ops.square(temperature))
+        if labels is not None:
+            log_q = ops.log_softmax(student_logits)
+            index = ops.expand_dims(ops.cast(label_chunk, "int32"), -1)
+            outputs.append(-ops.take_along_axis(log_q, index, axis=-1)[..., 0])
+        return ops.stack(outputs)
 
-    rematerialized = keras.remat(chunk_total)
+    rematerialized = keras.remat(chunk_values)
     if keras.backend.backend() == "jax":
         # A loop (`lax.map`), not independent ops, which XLA would run side
         # by side, each chunk's logits alive at once.
         chunks = tuple(
             _split(x, count, chunk_size)
-            for x in (teacher_hidden, student_hidden, weight)
+            for x in (teacher_hidden, student_hidden, labels_)
         )
-        totals = ops.sum(ops.map(rematerialized, chunks), axis=0)
+        values = ops.map(rematerialized, chunks)  # (count, outputs, batch, chunk)
+        values = ops.reshape(
+            ops.transpose(values, (1, 2, 0, 3)), (*ops.shape(values)[1:3], -1)
+        )
     else:
         # TensorFlow cannot recompute a gradient that reads variables inside
         # a while loop (`tf.map_fn`); PyTorch runs either form eagerly.
-        totals = 0.0
-        for index in range(count):
-            window = slice(index * chunk_size, (index + 1) * chunk_size)
-            totals = totals + rematerialized(
-                (
-                    teacher_hidden[:, window],
-                    student_hidden[:, window],
-                    weight[:, window],
+        values = ops.concatenate(
+            [
+                rematerialized(
+                    tuple(
+                        x[:, index * chunk_size : (index + 1) * chunk_size]
+                        for x in (teacher_hidden, student_hidden, labels_)
+                    )
                 )
-            )
-    valid = ops.cast(ops.not_equal(weight, 0.0), "float32")
-    batch = ops.cast(ops.shape(weight)[0], "float32")
-    return ops.divide_no_nan(totals * batch, ops.sum(valid)) * ops.square(temperature)
+                for index in range(count)
+            ],
+            axis=-1,
+        )
+    values = values[:, :, :positions]
+    outputs = [values[i] for i in range(len(divergences_))]
+    return outputs, (values[-1] if labels is not None else None)
 
 
 def _split(x, count, chunk_size):
@@ -175,7 +284,8 @@ def _split(x, count, chunk_size):
 
 
 def _positions(teacher_hidden, student_hidden, mask, name):
-    """The static number of positions the hidden states (and mask) share."""
+    """The static number of positions the hidden states (and the mask or
+    labels, `(batch, positions)`) share."""
     shapes = [tuple(teacher_hidden.shape), tuple(student_hidden.shape)]
     if mask is not None:
         shapes.append(tuple(mask.shape) + (None,))
@@ -216,8 +326,9 @@ class ChunkedTokenDistillation(base.TemperedLoss):
     The loss equals `kerasdistill.LogitsDistillation(temperature,
     loss=loss, mask=mask)` on the models' logits.
 
-    In today's `Distiller`, each network's forward pass still computes its
-    final logits; this loss itself never builds them whole.
+    In a `kerasdistill.Distiller`, each network's forward pass still
+    computes its final logits; this loss itself never builds them whole.
+    `kerasdistill.CausalLMDistiller(chunk_size=...)` trains without them.
 
     Args:
         teacher_layer_name: The teacher layer whose output is its final
@@ -268,7 +379,7 @@ class ChunkedTokenDistillation(base.TemperedLoss):
         **kwargs,
     ):
         super().__init__(temperature, name=name, **kwargs)
-        checks.check_choice(loss, divergences.NAMES, "loss")
+        checks.check_choice(loss, divergence_module.NAMES, "loss")
         checks.check_positive_int(chunk_size, "chunk_size")
         masking.check_mask_key(mask, type(self).__name__)
         for value, argument in (
@@ -282,7 +393,7 @@ class ChunkedTokenDistillation(base.TemperedLoss):
                     f"{type(self).__name__}: expected `{argument}` to be a "
                     f"layer name or path. Received: {argument}={value!r}"
                 )
-        self.beta, self.skew = divergences.resolve_options(
+        self.beta, self.skew = divergence_module.resolve_options(
             [loss], beta, skew, type(self).__name__
         )
         self.teacher_layer_name = teacher_layer_name

@@ -6,6 +6,7 @@ from keras import ops
 from keras import tree
 
 from kerasdistill import checks
+from kerasdistill import reduction
 from kerasdistill.losses import base
 from kerasdistill.losses import divergences
 from kerasdistill.losses import masking
@@ -310,6 +311,33 @@ class LogitsDistillation(masking.PositionWeightedLoss, base.TemperedLoss):
                 "per-sample weights (batch,) for logits of another shape."
             )
         return masking.position_mean(values, valid, position_weight)
+
+    def reduce_token_values(self, values, inputs=None, sample_weight=None):
+        """The loss from per-position values `(batch, positions)` (this
+        loss's divergence at each position, times `T^2`, as
+        `kerasdistill.losses.chunked_token_losses` computes them without
+        the logits), reduced as `compute_loss` reduces those of token
+        logits: the padding `mask` read from `inputs`, `sample_weight` per
+        sample `(batch,)` or per position `(batch, positions)`.
+
+        Example:
+
+        ```python
+        loss = kerasdistill.LogitsDistillation(1.0)
+        values = keras.ops.array([[1.0, 3.0, 9.0], [5.0, 7.0, 7.0]])
+        loss.reduce_token_values(
+            values, sample_weight=keras.ops.array([[1, 1, 0], [1, 0, 0]])
+        )  # 3.0: the mean of 1, 3 and 5
+        ```
+        """
+        per_sample, per_position = masking.split_sample_weight(sample_weight)
+        valid = None
+        if self.mask is not None:
+            valid = masking.padding_mask(inputs, self.mask, type(self).__name__)
+        elif per_position is not None:
+            valid = ops.ones_like(per_position)
+        values = self._reduce(values, values, valid, per_position)
+        return reduction.weighted_mean(values, per_sample)
 
     def top_k_targets(self, teacher_outputs):
         """The teacher's top-k targets of this loss (`top_k` set, one

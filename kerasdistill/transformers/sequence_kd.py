@@ -23,6 +23,7 @@ def generate_transfer_set(
     loss_on_prompt=False,
     batch_size=32,
     shuffle=True,
+    prompt_mask=False,
 ):
     """Generates the teacher's sequences for sequence-level distillation.
 
@@ -60,6 +61,13 @@ def generate_transfer_set(
         batch_size: Prompts per `generate` call, and samples per batch of
             the returned dataset.
         shuffle: Whether the dataset is reshuffled at each iteration.
+        prompt_mask: Whether `x` also holds `"prompt_mask"`, true on each
+            prompt's tokens: the batches of a
+            `kerasdistill.CausalLMDistiller`, whose off-policy steps then
+            train on the teacher's sequences and on-policy steps on the
+            student's own continuations of the same prompts (TRL's
+            `seq_kd=True` with `lmbda`). Defaults to `False` (the inputs
+            of a keras-hub causal LM).
 
     Returns:
         A `tf.data.Dataset` of `(x, y, sample_weight)` batches.
@@ -101,6 +109,8 @@ def generate_transfer_set(
     if not loss_on_prompt:
         weights &= ~padding_mask[:, 1:]
     x = {"token_ids": sequences[:, :-1], "padding_mask": mask[:, :-1]}
+    if prompt_mask:
+        x["prompt_mask"] = padding_mask[:, :-1]
     element = (x, sequences[:, 1:], weights.astype("float32"))
     import tensorflow as tf  # tf.data, which fit() takes on every backend
 

@@ -15,8 +15,9 @@ under (`created_strategy`, `variable_strategy`), multi-worker detection and
 the multi-worker build (`spans_several_workers`, `MultiWorkerBuild`,
 `first_local_batch`), the ops of a `tf.data` pipeline (`dataset_ops`),
 Keras's output mask (`with_keras_mask`), the optimizer path of configs
-saved under PyTorch (`CompileFromConfig`), and the `training` value that
-layers called inside another layer's call inherit (`inference_calls`).
+saved under PyTorch (`CompileFromConfig`), the `training` value that
+layers called inside another layer's call inherit (`inference_calls`), and
+the logs Keras reports at the end of an epoch (`EpochLogs`).
 """
 
 import contextlib
@@ -225,6 +226,26 @@ class CompileFromConfig:
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+
+class EpochLogs:
+    """The end-of-epoch (and `evaluate()`) logs of a model whose steps log
+    some of its metrics, not all: the metrics' results for the keys the
+    last step logged.
+
+    Keras (`Trainer._get_metrics_result_or_logs`, private) reports
+    `get_metrics_result()` only when the last step logged exactly its keys,
+    else the last step's logs; under a `tf.distribute` strategy those hold
+    the first replica's values of the compiled metrics, not the global
+    ones. A Distiller's validation steps leave out `alpha` and
+    `temperature`, so Keras would report them.
+    """
+
+    def _get_metrics_result_or_logs(self, logs):
+        results = self.get_metrics_result()
+        if isinstance(logs, dict) and logs and set(logs) <= set(results):
+            return {key: results[key] for key in logs}
+        return super()._get_metrics_result_or_logs(logs)
 
 
 def _portable(config):

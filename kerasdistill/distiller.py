@@ -55,7 +55,10 @@ from kerasdistill.student_pass import StudentPass
 
 @keras.saving.register_keras_serializable(package="kerasdistill")
 class Distiller(
-    _keras_internals.MultiWorkerBuild, _keras_internals.CompileFromConfig, keras.Model
+    _keras_internals.MultiWorkerBuild,
+    _keras_internals.CompileFromConfig,
+    _keras_internals.EpochLogs,
+    keras.Model,
 ):
     """Trains `student` to imitate a frozen `teacher` and fit the labels.
 
@@ -454,9 +457,8 @@ class Distiller(
 
     def get_metrics_result(self):
         """Every built metric's result (`total_loss` repeating `loss`).
-        Keras reports these at the end of an epoch when the last step logged
-        the same keys, else that step's logs (which leave out what the step
-        did not compute)."""
+        At the end of an epoch and of `evaluate()`, History gets those of
+        the keys the last step logged (`_keras_internals.EpochLogs`)."""
         logs = logs_module.results(self.metrics)
         logs[logs_module.TOTAL_LOSS] = logs["loss"]
         return logs

@@ -114,12 +114,15 @@ def mean_over_labeled(batch_mean, batch, has_label):
 
 def _sum_over_replicas(value):
     """`value` summed over the replicas of a `tf.distribute` strategy (in a
-    replica context), else `value`."""
+    replica context), else `value` (one replica, or the cross-replica
+    context in which Keras builds the model's metrics before training)."""
     if _replicas_in_sync() == 1:
         return value
     import tensorflow as tf
 
     context = tf.distribute.get_replica_context()
+    if context is None:
+        return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 

@@ -109,6 +109,28 @@ def make_regressor(width, outputs=1, features=6, name="model"):
     )
 
 
+def make_gemma_lm(width, seed, name, vocabulary):
+    """A one-layer keras-hub `GemmaCausalLM` built from a config, no
+    preprocessor, with a final logit soft-cap (needs keras-hub)."""
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=vocabulary,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        head_dim=4,
+        final_logit_soft_cap=10.0,
+        name=f"{name}_backbone",
+    )
+    return keras_hub.models.GemmaCausalLM(
+        backbone=backbone, preprocessor=None, name=name
+    )
+
+
 def as_numpy(x):
     """A tensor of any backend as a numpy array (a PyTorch tensor that
     requires grad too)."""

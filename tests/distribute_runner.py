@@ -223,12 +223,47 @@ def cached_teacher(scope, teacher_scope):
     return distiller, dict(x=cached, validation_data=cached)
 
 
+def partial_labels(scope, teacher_scope):
+    """Labeled and unlabeled samples in one fit (`kd.partial_labels`), with
+    sample weights and validation data: the labeled samples are
+    spread unevenly over the replicas (one global batch has none), so the
+    student loss is the mean over the labeled samples of the global batch
+    only if the replicas sum them before dividing."""
+    with teacher_scope:
+        teacher = _mlp("teacher", [16, 8])
+    with scope:
+        distiller = kd.Distiller(
+            teacher,
+            _mlp("student", [8]),
+            kd.LogitsDistillation(temperature=2.0),
+            student_loss_weight=0.5,
+        )
+        distiller.compile(
+            keras.optimizers.SGD(0.1, momentum=0.9),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=["accuracy"],
+        )
+    x, y, sample_weight = _data()
+    has_label = np.zeros(SAMPLES, "float32")
+    has_label[:12] = 1.0  # batch 1: 12 of 16 labeled, 8 on the first replica
+    has_label[40:42] = 1.0  # batch 3: 2 labeled, both on the first replica
+    has_label[56:] = 1.0  # batch 4: 8 labeled, all on the second replica
+    labels = kd.partial_labels(y, has_label)
+    return distiller, dict(
+        x=x,
+        y=labels,
+        sample_weight=sample_weight,
+        validation_data=(x, labels),
+    )
+
+
 CASES = {
     "logits_and_feature": logits_and_feature,
     "batch_mean_losses": batch_mean_losses,
     "self_distillation_ema": self_distillation("ema"),
     "self_distillation_snapshot": self_distillation("snapshot"),
     "cached_teacher": cached_teacher,
+    "partial_labels": partial_labels,
 }
 
 

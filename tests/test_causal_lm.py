@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 from conftest import as_numpy
+from conftest import make_gemma_lm
 
 keras_hub = pytest.importorskip(
     "keras_hub", reason="keras-hub is not installed (pip install 'kerasdistill[hub]')"
@@ -40,21 +41,7 @@ def gpt2(width, seed, vocabulary=VOCAB, scale=1.0):
 
 
 def gemma(width, seed, name):
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.GemmaBackbone(
-        vocabulary_size=VOCAB,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=width,
-        intermediate_dim=2 * width,
-        head_dim=4,
-        final_logit_soft_cap=10.0,
-        name=f"{name}_backbone",
-    )
-    return keras_hub.models.GemmaCausalLM(
-        backbone=backbone, preprocessor=None, name=name
-    )
+    return make_gemma_lm(width, seed, name, VOCAB)
 
 
 def batch(padding=0):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 from conftest import as_numpy
+from conftest import make_gemma_lm
 
 import kerasdistill as kd
 
@@ -220,21 +221,7 @@ keras_hub = pytest.importorskip("keras_hub")
 
 
 def gemma(width, seed, name):
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.GemmaBackbone(
-        vocabulary_size=VOCAB,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=width,
-        intermediate_dim=2 * width,
-        head_dim=4,
-        final_logit_soft_cap=10.0,
-        name=f"{name}_backbone",
-    )
-    return keras_hub.models.GemmaCausalLM(
-        backbone=backbone, preprocessor=None, name=name
-    )
+    return make_gemma_lm(width, seed, name, VOCAB)
 
 
 @pytest.mark.slow  # compiles keras-hub distillers (JAX: about a minute)

@@ -1,7 +1,7 @@
 """The Distiller under tf.distribute: MirroredStrategy on 2 logical CPUs and
 MultiWorkerMirroredStrategy with 2 local workers match one device (the
 Distiller, the SelfDistiller's EMA and snapshot teachers, cached teacher
-outputs); a killed worker resumes from BackupAndRestore and continues the
+outputs, labeled and unlabeled samples in one fit); a killed worker resumes from BackupAndRestore and continues the
 alpha/temperature schedule callbacks; misplaced scopes and options
 TensorFlow cannot distribute are refused clearly.
 
@@ -40,6 +40,7 @@ MIRRORED_CASES = [
     "self_distillation_ema",
     "self_distillation_snapshot",
     "cached_teacher",
+    "partial_labels",
 ]
 MULTI_WORKER_CASES = ["logits_and_feature", "cached_teacher"]
 FAULT_TOLERANCE_CASE = "logits_and_feature"  # has the schedule callbacks

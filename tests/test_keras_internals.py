@@ -126,3 +126,23 @@ def test_inference_calls_turn_dropout_off_inside_a_training_call():
     assert float(keras.ops.min(after)) == 0.0  # restored
     with _keras_internals.inference_calls():  # outside any call: no effect
         assert float(keras.ops.min(keras.layers.Dropout(0.5)(x))) == 1.0
+
+
+def test_epoch_logs_report_the_metrics_results_of_the_keys_a_step_logged():
+    # Keras still decides the end-of-epoch logs through this method.
+    decide = getattr(keras.Model, "_get_metrics_result_or_logs", None)
+    assert callable(decide)
+    assert list(inspect.signature(decide).parameters) == ["self", "logs"]
+
+    class Model(_keras_internals.EpochLogs, keras.Model):
+        def get_metrics_result(self):
+            return {"loss": 1.0, "accuracy": 0.5, "alpha": 0.3}
+
+    model = Model()
+    # The step's keys, with the metrics' values (not the step's).
+    assert model._get_metrics_result_or_logs({"loss": 9.0, "accuracy": 9.0}) == {
+        "loss": 1.0,
+        "accuracy": 0.5,
+    }
+    # Keys the metrics do not have: the step's logs, as Keras reports them.
+    assert model._get_metrics_result_or_logs({"custom": 2.0}) == {"custom": 2.0}

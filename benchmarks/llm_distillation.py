@@ -93,8 +93,10 @@ def main():
     args = parser.parse_args()
     start = time.time()
     task = Task(args.terms, args.modulus)
-    teacher = gpt2(task, 2, 64)
-    compile_with_reset(teacher, SPARSE_CE, args, sampler="greedy")
+    # The distillers freeze `teacher` (each seed's weights are set on it);
+    # `teacher_trainer` trains them.
+    teacher, teacher_trainer = gpt2(task, 2, 64), gpt2(task, 2, 64)
+    compile_with_reset(teacher_trainer, SPARSE_CE, args)
     evaluator = gpt2(task, 1, args.student_width)  # generates for the EM
     warm = gpt2(task, 1, args.student_width)  # the students' shared start
     compile_with_reset(warm, SPARSE_CE, args, sampler="greedy")
@@ -105,8 +107,15 @@ def main():
         train, test = task.split(args.test, np.random.default_rng(seed))
         keras.utils.set_random_seed(seed)
         fit_labels(
-            teacher, gpt2(task, 2, 64), task, train, args.teacher_epochs, seed, args
+            teacher_trainer,
+            gpt2(task, 2, 64),
+            task,
+            train,
+            args.teacher_epochs,
+            seed,
+            args,
         )
+        teacher.set_weights(teacher_trainer.get_weights())
         results["teacher"].append(task.exact_match(teacher, test))
         slips.append(task.after_a_slip(teacher, test, np.random.default_rng(seed)))
         keras.utils.set_random_seed(seed + 1)

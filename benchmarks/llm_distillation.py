@@ -30,7 +30,7 @@ prompts, mean +- std over the seeds, with the teacher's and the start's. One JAX
 on CPU; each row's `CausalLMDistiller` is compiled once and trained from
 fresh weights for every seed.
 
-    python benchmarks/llm_distillation.py            # 3 seeds, ~35 min on 2 CPU cores
+    python benchmarks/llm_distillation.py            # 3 seeds, 14 min on 2 shared CPU cores
     python benchmarks/llm_distillation.py --seeds 0 --rows labels gkd_1_0.5
 """
 

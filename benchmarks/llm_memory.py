@@ -23,15 +23,16 @@ What is measured, in a fresh process per configuration (JAX on CPU, whose
 devices report no memory statistics):
 
 - RSS: the process's resident set high-water mark (`VmHWM`, reset through
-  `/proc/self/clear_refs` just before) during the second `train_on_batch`
-  (the first one compiles the step), minus the resident set just before
-  it, when the models, the optimizer state and the compiled step are in
-  memory;
+  `/proc/self/clear_refs` just before) during the first `train_on_batch`,
+  minus the resident set just before it, when the models and the optimizer
+  are in memory: the step's buffers plus its tracing and compilation (a
+  later step shows less, as XLA's CPU allocator keeps the first step's
+  buffers resident);
 - XLA temp: the temporary buffers XLA plans for the train step
   (`memory_analysis().temp_size_in_bytes` of Keras's `train_step`
   compiled for the same batch), the same figure without the allocator.
 
-    python benchmarks/llm_memory.py            # about 10 minutes on 2 CPU cores
+    python benchmarks/llm_memory.py            # 9 to 12 minutes on 2 CPU cores
     python benchmarks/llm_memory.py --positions 1024 --chunk-size 64
 """
 
@@ -122,7 +123,7 @@ def measure(mode, positions, chunk_size):
     import jax
 
     distiller, batch = compiled_distiller(mode, positions, chunk_size)
-    distiller.train_on_batch(*batch)  # compiles the step, builds the state
+    distiller.optimizer.build(distiller.trainable_variables)
     before = _status("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets VmHWM to the current RSS

@@ -222,13 +222,9 @@ class Distiller(
             return list(self.teacher)
         return [self.teacher]
 
-    @property
-    def student_loss_weight(self):
-        """`alpha`, a variable; assign a number in [0, 1] to change it."""
-        return self._student_loss_weight
-
-    @student_loss_weight.setter
+    @variables.StudentLossWeight.student_loss_weight.setter
     def student_loss_weight(self, value):
+        # Refused once compiled where the labels have no loss.
         checks.check_unit_interval(value, "student_loss_weight")
         if self.compiled and self._uses_labels is True:
             labels_module.check_student_loss(self.loss, float(value))

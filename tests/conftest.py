@@ -10,7 +10,10 @@ skipped with the reason. `BACKEND` holds the backend's name, and the report
 header says which keras and backend a run used.
 """
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -129,6 +132,40 @@ def make_gemma_lm(width, seed, name, vocabulary):
     return keras_hub.models.GemmaCausalLM(
         backbone=backbone, preprocessor=None, name=name
     )
+
+
+def run_on_host_devices(body, devices, timeout):
+    """Runs the Python source `body` in a fresh JAX process on `devices`
+    host CPU devices (`--xla_force_host_platform_device_count`), with this
+    checkout first on the path, and returns what its last `RESULT <json>`
+    line holds; fails the test on a timeout or an error."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join([root, *paths]),
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", body],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"The {devices}-device run took over {timeout} s: {error}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (
+        f"The {devices}-device run failed (exit {done.returncode}):\n"
+        f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def as_numpy(x):

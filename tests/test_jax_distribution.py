@@ -8,22 +8,18 @@ that, so the training runs in a subprocess (with `KERAS_BACKEND=jax`), which
 prints its results as JSON; the comparison is made here.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import run_on_host_devices
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "jax",
     reason=f"keras.distribution runs on JAX; KERAS_BACKEND={BACKEND}",
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 300
 
 # Trains the same Distiller (logits + a tapped FitNets hint through an
@@ -106,34 +102,7 @@ BODY = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def runs():
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(
-            [ROOT]
-            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        ),
-    )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", BODY],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"The 2-device run took over {TIMEOUT_S} s: {error}")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (
-        f"The 2-device run failed (exit {done.returncode}):\n"
-        f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
-    )
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_on_host_devices(BODY, 2, TIMEOUT_S)
 
 
 def test_data_parallel_on_two_devices_matches_one_device(runs):

@@ -9,15 +9,12 @@ that, so both steps run in a subprocess (with `KERAS_BACKEND=jax`), which
 prints its results as JSON; the comparison is made here.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import run_on_host_devices
 
 pytestmark = [
     pytest.mark.skipif(
@@ -27,7 +24,6 @@ pytestmark = [
     pytest.mark.slow,  # compiles two distillers of keras-hub models (~1 minute)
 ]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 600
 
 # One training step of token KD (forward KL on the padding-masked logits,
@@ -124,34 +120,7 @@ BODY = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def runs():
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(
-            [ROOT]
-            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        ),
-    )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", BODY],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"The 8-device run took over {TIMEOUT_S} s: {error}")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, (
-        f"The 8-device run failed (exit {done.returncode}):\n"
-        f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
-    )
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_on_host_devices(BODY, 8, TIMEOUT_S)
 
 
 def test_model_parallel_step_matches_one_device(runs):

@@ -670,6 +670,26 @@ def test_each_distillation_term_is_logged_under_its_loss_name(classification_dat
     assert logs["hint_loss"] == pytest.approx(3.0 * alone, rel=1e-4)
 
 
+def test_log_names_do_not_depend_on_the_losses_made_before():
+    # Keras numbers its layers per process; the logs' names must not follow.
+    kd.FeatureDistillation("mse", "a", "b"), kd.LogitsDistillation(2.0)
+    losses = [
+        kd.LogitsDistillation(2.0),
+        kd.FeatureDistillation("mse", "teacher_hidden", "student_hidden"),
+        kd.FeatureDistillation("mse", "teacher_hidden", "student_hidden"),
+        kd.FeatureDistillation("mse", "a", "b", name="feature_distillation_2"),
+    ]
+    assert kd.logs.loss_names(losses) == [
+        "logits_distillation",
+        "feature_distillation",
+        "feature_distillation_2",
+        "feature_distillation_2_2",
+    ]
+    assert [t.name for t in kd.logs.term_trackers(losses)] == [
+        f"{name}_loss" for name in kd.logs.loss_names(losses)
+    ]
+
+
 def test_a_transfer_set_has_one_objective_in_loss_and_val_loss(classification_data):
     x, y = classification_data
     distiller = make_distiller(student_loss_weight=0.5)

@@ -16,8 +16,9 @@ the multi-worker build (`spans_several_workers`, `MultiWorkerBuild`,
 `first_local_batch`), the ops of a `tf.data` pipeline (`dataset_ops`),
 Keras's output mask (`with_keras_mask`), the optimizer path of configs
 saved under PyTorch (`CompileFromConfig`), the `training` value that
-layers called inside another layer's call inherit (`inference_calls`), and
-the logs Keras reports at the end of an epoch (`EpochLogs`).
+layers called inside another layer's call inherit (`inference_calls`),
+the logs Keras reports at the end of an epoch (`EpochLogs`), and the
+compiled loss without the regularization losses (`compiled_loss`).
 """
 
 import contextlib
@@ -176,6 +177,23 @@ def with_keras_mask(tensor, mask):
 
     set_keras_mask(tensor, mask)
     return tensor
+
+
+def compiled_loss(model, y, y_pred, sample_weight=None):
+    """The loss `model.compile(loss=...)` set, on `(y, y_pred)`: what
+    `Model.compute_loss` returns, without the regularization losses it adds
+    (walking every layer of `model` for them costs each step of an eager
+    PyTorch loop). `None` when `model` was compiled without a loss.
+
+    Example:
+
+    ```python
+    loss = compiled_loss(distiller, y, distiller.student(x))
+    ```
+    """
+    if model._compile_loss is None:
+        return None
+    return model._compile_loss(y, y_pred, sample_weight)
 
 
 @contextlib.contextmanager

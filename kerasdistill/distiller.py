@@ -199,9 +199,7 @@ class Distiller(
                 "student",
             ),
         }
-        self.student_loss_tracker = logs_module.LossMean(name="student_loss")
-        self.distillation_loss_tracker = logs_module.LossMean(name="distillation_loss")
-        self.term_trackers = logs_module.term_trackers(self.distillation_losses)
+        self.loss_means = logs_module.loss_means(self.distillation_losses)
         self.alpha_tracker = logs_module.LastValue(name="alpha")
         self._set_temperature_trackers()
         self._evaluate_with_teacher = True
@@ -414,19 +412,23 @@ class Distiller(
         regularization = reduction.regularization(self)  # before the teacher
         batch = reduction.batch_size(inputs)
         student_loss, labeled, terms = self._step_losses(
-            step, y, has_label, sample_weight, regularization, cached, training
+            step, y, has_label, sample_weight, cached, training
         )
-        if y is not None:
-            logs_module.track(self.student_loss_tracker, student_loss, labeled)
-        distillation_loss = sum(terms, ops.zeros((), dtype="float32"))
+        distillation_loss = (
+            sum(terms[1:], terms[0]) if terms else ops.zeros((), dtype="float32")
+        )
         total = distillation_loss
         if y is not None and self.uses_labels:
             alpha = self._student_loss_weight
             total = alpha * student_loss + (1.0 - alpha) * distillation_loss
         total = total + regularization
-        logs_module.track(self.distillation_loss_tracker, distillation_loss, batch)
-        for tracker, term in zip(self.term_trackers, terms):
-            logs_module.track(tracker, term, batch)
+        values = {logs_module.DISTILLATION_LOSS: distillation_loss}
+        values.update(zip(self.loss_means.names[2:], terms))  # after the two
+        weights = dict.fromkeys(values, batch)
+        if y is not None:
+            values[logs_module.STUDENT_LOSS] = student_loss
+            weights[logs_module.STUDENT_LOSS] = labeled
+        self.loss_means.update_state(values, weights)
         if training:  # the values this step used, logged for training only
             self.alpha_tracker.update_state(self._student_loss_weight)
             for loss, tracker in zip(self._tempered_losses, self.temperature_trackers):
@@ -441,14 +443,15 @@ class Distiller(
         y, has_label, sample_weight = self._labels(
             y, sample_weight, y_pred if training else None
         )
-        results = None
         if y is not None:  # updates the compiled metrics, returns all results
             results = super().compute_metrics(
                 x, y, labels_module.for_metrics(outputs, has_label), sample_weight
             )
-        logs = logs_module.results(self._step_metrics(training, y is not None), results)
-        if training or self._evaluate_with_teacher:
-            logs[logs_module.TOTAL_LOSS] = logs["loss"]
+        else:
+            results = self.get_metrics_result()
+        logs = logs_module.select(
+            results, self._step_logs(training, y is not None), y is not None
+        )
         return distribute.step_logs(distribute.strategy_of(self), logs)
 
     def get_metrics_result(self):
@@ -459,20 +462,17 @@ class Distiller(
         logs[logs_module.TOTAL_LOSS] = logs["loss"]
         return logs
 
-    def _step_metrics(self, training, labeled):
-        """The metrics a step updates (see `kerasdistill.logs`)."""
+    def _step_logs(self, training, labeled):
+        """`{key: bool}`: which of the model's own keys a step logs (see
+        `kerasdistill.logs`)."""
         with_teacher = training or self._evaluate_with_teacher
-        return logs_module.select(
-            self.metrics,
-            {
-                self.student_loss_tracker: labeled and self.loss is not None,
-                self.distillation_loss_tracker: with_teacher,
-                self.alpha_tracker: training and labeled and self.uses_labels,
-                **dict.fromkeys(self.term_trackers, with_teacher),
-                **dict.fromkeys(self.temperature_trackers, training),
-            },
-            labeled,
-        )
+        return {
+            logs_module.TOTAL_LOSS: with_teacher,
+            logs_module.STUDENT_LOSS: labeled and self.loss is not None,
+            **dict.fromkeys(self.loss_means.names[1:], with_teacher),
+            self.alpha_tracker.name: training and labeled and self.uses_labels,
+            **{tracker.name: training for tracker in self.temperature_trackers},
+        }
 
     def _student_pass(self, inputs, y_pred, training):
         """The `StudentPass` that made `y_pred`, or, for the student's plain
@@ -493,16 +493,14 @@ class Distiller(
             y, has_label = self._view.mix_labels(y, has_label, step.mixing)
         return y, has_label, sample_weight
 
-    def _step_losses(
-        self, step, y, has_label, sample_weight, regularization, cached, training
-    ):
+    def _step_losses(self, step, y, has_label, sample_weight, cached, training):
         """The losses stage of a step: `(student_loss, labeled, terms)`, the
         student's loss on the labels over `labeled` samples (`None, None`
         without labels) and each distillation loss's weighted term."""
         student_loss = labeled = None
         if y is not None:
             student_loss, labeled = labels_module.student_loss(
-                self, y, step.outputs, sample_weight, regularization, has_label
+                self, y, step.outputs, sample_weight, has_label
             )
         teacher_taps = self._teacher_taps(step.view, cached)
         terms = self._distillation_terms(
@@ -521,10 +519,8 @@ class Distiller(
             )
         if self.loss is None:
             return regularization
-        loss, labeled = labels_module.student_loss(
-            self, y, outputs, sample_weight, regularization
-        )
-        logs_module.track(self.student_loss_tracker, loss, labeled)
+        loss, labeled = labels_module.student_loss(self, y, outputs, sample_weight)
+        self.loss_means.update_state({logs_module.STUDENT_LOSS: loss}, labeled)
         return loss + regularization
 
     def _teacher_taps(self, view, cached):
@@ -557,13 +553,20 @@ class Distiller(
         ):
             labels_module.check_reads_labels(loss, has_label)
             student = taps.select(student_taps, loss.student_layer_name)
-            term = ops.zeros((), dtype="float32")
-            for teacher_weight, taps_ in parts:
-                teacher = taps.select(taps_, loss.teacher_layer_name)
-                term = term + teacher_weight * base.loss_value(
-                    loss, teacher, student, y, sample_weight, training, step.view
+            values = [
+                teacher_weight
+                * base.loss_value(
+                    loss,
+                    taps.select(taps_, loss.teacher_layer_name),
+                    student,
+                    y,
+                    sample_weight,
+                    training,
+                    step.view,
                 )
-            terms.append(weight * term)
+                for teacher_weight, taps_ in parts
+            ]
+            terms.append(weight * sum(values[1:], values[0]))
         return terms
 
     def get_config(self):

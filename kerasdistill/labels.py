@@ -177,7 +177,7 @@ def check_student_loss(loss, alpha):
         )
 
 
-def student_loss(model, y, outputs, sample_weight, regularization, has_label=None):
+def student_loss(model, y, outputs, sample_weight, has_label=None):
     """`label_loss`, or `(0, batch size)` when `model` was compiled without
     a `loss` (allowed with alpha 0).
 
@@ -185,19 +185,19 @@ def student_loss(model, y, outputs, sample_weight, regularization, has_label=Non
 
     ```python
     loss, count = kerasdistill.labels.student_loss(
-        distiller, y, distiller.student(x), None, 0.0
+        distiller, y, distiller.student(x), None
     )
     ```
     """
     if model.loss is None:
         return ops.zeros((), dtype="float32"), reduction.batch_size(outputs)
-    return label_loss(model, y, outputs, sample_weight, regularization, has_label)
+    return label_loss(model, y, outputs, sample_weight, has_label)
 
 
-def label_loss(model, y, y_pred, sample_weight, regularization, has_label=None):
-    """`(loss, count)`: `model`'s compiled loss on the labels (Keras's
-    `compute_loss`) in float32, without the `regularization` losses that it
-    adds, and the number of labeled samples it averages over (per replica
+def label_loss(model, y, y_pred, sample_weight, has_label=None):
+    """`(loss, count)`: `model`'s compiled loss on the labels in float32,
+    without the regularization losses that Keras's `compute_loss` adds,
+    and the number of labeled samples it averages over (per replica
     of a `tf.distribute` strategy, as a loss tracker weighs it).
 
     Without `has_label`, Keras's own reduction (`sum_over_batch_size`).
@@ -208,23 +208,21 @@ def label_loss(model, y, y_pred, sample_weight, regularization, has_label=None):
 
     ```python
     loss, count = kerasdistill.labels.label_loss(
-        distiller, y, distiller.student(x), None, 0.0
+        distiller, y, distiller.student(x), None
     )
     ```
     """
     if has_label is None:
-        total = keras.Model.compute_loss(
-            model, None, y, y_pred, sample_weight, training=False
-        )
-        return ops.cast(total, "float32") - regularization, reduction.batch_size(y_pred)
+        total = _keras_internals.compiled_loss(model, y, y_pred, sample_weight)
+        return ops.cast(total, "float32"), reduction.batch_size(y_pred)
     weights = has_label
     if sample_weight is not None:
         sample_weight = ops.cast(sample_weight, "float32")
         weights = sample_weight * ops.reshape(
             has_label, (-1, *[1] * (len(sample_weight.shape) - 1))
         )
-    total = keras.Model.compute_loss(model, None, y, y_pred, weights, training=False)
-    batch_mean = ops.cast(total, "float32") - regularization
+    total = _keras_internals.compiled_loss(model, y, y_pred, weights)
+    batch_mean = ops.cast(total, "float32")
     return reduction.mean_over_labeled(
         batch_mean, reduction.batch_size(y_pred), has_label
     )

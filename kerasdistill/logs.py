@@ -22,57 +22,15 @@ This module holds the pieces the models share to keep those promises.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasdistill import reduction
 
 # `keras.distillation`'s name for `loss`, logged as a copy of it.
 TOTAL_LOSS = "total_loss"
-
-
-@keras.saving.register_keras_serializable(package="kerasdistill")
-class LossMean(keras.metrics.Metric):
-    """The weighted mean of the loss values of an epoch's batches, one
-    scalar per batch: what `keras.metrics.Mean` computes for them, with the
-    few operations a scalar needs (every step of an eager PyTorch loop
-    pays for each one).
-
-    Example:
-
-    ```python
-    tracker = kerasdistill.logs.LossMean(name="student_loss")
-    tracker.update_state(0.5, 32)
-    tracker.result()  # 0.5
-    ```
-    """
-
-    def __init__(self, name, dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
-
-    def update_state(self, value, weight):
-        weight = ops.cast(weight, self.dtype)
-        self.total.assign_add(ops.cast(value, self.dtype) * weight)
-        self.count.assign_add(weight)
-
-    def result(self):
-        return ops.divide_no_nan(self.total, self.count)
-
-
-def track(tracker, value, weight):
-    """Records a loss (scaled for the replicas, as returned by a replica's
-    `compute_loss`) in a `LossMean` tracker, with `weight` (Keras weighs its
-    loss tracker by the batch size).
-
-    Example:
-
-    ```python
-    tracker = kerasdistill.logs.LossMean(name="student_loss")
-    kerasdistill.logs.track(tracker, keras.ops.array(0.5), 32)
-    ```
-    """
-    tracker.update_state(reduction.unscale_for_replicas(value), weight)
+STUDENT_LOSS = "student_loss"
+DISTILLATION_LOSS = "distillation_loss"
 
 
 def loss_names(distillation_losses):
@@ -99,20 +57,99 @@ def loss_names(distillation_losses):
     return names
 
 
-def term_trackers(distillation_losses):
-    """One `LossMean` tracker per distillation loss, named
-    `<loss name>_loss` after `loss_names`, when there are several (with one,
-    it would repeat `distillation_loss`).
+@keras.saving.register_keras_serializable(package="kerasdistill")
+class LossMeans(keras.metrics.Metric):
+    """The weighted means over an epoch's batches of several losses, one
+    scalar per loss and batch (what `keras.metrics.Mean` computes for one),
+    kept in one vector of totals and one of weights: a few operations per
+    step for all of them, where every step of an eager PyTorch loop pays
+    for each one. Its result is a dict, one key per name.
+
+    Args:
+        names: The losses' names, the keys of the result.
 
     Example:
 
     ```python
-    trackers = kerasdistill.logs.term_trackers(distiller.distillation_losses)
+    means = kerasdistill.logs.LossMeans(["student_loss", "distillation_loss"])
+    means.update_state({"student_loss": 0.5, "distillation_loss": 2.0}, 32)
+    means.result()  # {"student_loss": 0.5, "distillation_loss": 2.0}
+    ```
+    """
+
+    def __init__(self, names, name="loss_means", dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.names = list(names)
+        self.totals = self.add_variable(
+            shape=(len(self.names),), initializer="zeros", name="totals"
+        )
+        self.counts = self.add_variable(
+            shape=(len(self.names),), initializer="zeros", name="counts"
+        )
+
+    def update_state(self, values, weights):
+        """Adds each loss of `values` (`{name: scalar}`, the losses of a
+        replica's batch as its `compute_loss` scales them) with its weight
+        (`weights`: `{name: weight}`, or one weight for all); the losses
+        left out keep their means."""
+        if not isinstance(weights, dict):
+            weights = dict.fromkeys(values, weights)
+        weights = [weights.get(name, 0) for name in self.names]
+        if all(isinstance(weight, (int, float)) for weight in weights):
+            # From numpy: one tensor without an operation per number.
+            weights = ops.convert_to_tensor(np.array(weights, self.dtype))
+        else:
+            weights = ops.stack([ops.cast(weight, self.dtype) for weight in weights])
+        zero = ops.zeros((), self.dtype)
+        values = ops.stack(
+            [
+                ops.cast(reduction.unscale_for_replicas(values[name]), self.dtype)
+                if name in values
+                else zero
+                for name in self.names
+            ]
+        )
+        self.totals.assign_add(values * weights)
+        self.counts.assign_add(weights)
+
+    def result(self):
+        means = ops.unstack(ops.divide_no_nan(self.totals, self.counts))
+        return dict(zip(self.names, means))
+
+    def get_config(self):
+        return {**super().get_config(), "names": self.names}
+
+
+def loss_means(distillation_losses):
+    """The `LossMeans` of a Distiller: `student_loss`, `distillation_loss`
+    and, with several distillation losses, one `<loss name>_loss` each
+    (after `loss_names`; with one, it would repeat `distillation_loss`).
+
+    Example:
+
+    ```python
+    kerasdistill.logs.loss_means(distiller.distillation_losses).names
+    # ["student_loss", "distillation_loss"]
+    ```
+    """
+    return LossMeans(
+        [STUDENT_LOSS, DISTILLATION_LOSS, *term_names(distillation_losses)]
+    )
+
+
+def term_names(distillation_losses):
+    """The log names of the distillation losses' terms: `<loss name>_loss`
+    each, after `loss_names`, when there are several; none for one.
+
+    Example:
+
+    ```python
+    kerasdistill.logs.term_names(distiller.distillation_losses)
     ```
     """
     if len(distillation_losses) < 2:
         return []
-    return [LossMean(name=f"{name}_loss") for name in loss_names(distillation_losses)]
+    return [f"{name}_loss" for name in loss_names(distillation_losses)]
 
 
 def temperature_names(distillation_losses):
@@ -188,32 +225,29 @@ def temperature_trackers(distillation_losses):
     ]
 
 
-def select(metrics, own, labeled):
-    """The metrics a step updated: each of `own` (`{tracker: bool}`, the
-    model's own trackers) where its flag is set; Keras's `loss` tracker;
-    the others (the compiled metrics) on a batch with labels.
+def select(results, own, labeled):
+    """The logs of a step, out of all the metrics' `results`: each of the
+    model's `own` keys (`{key: bool}`) where its flag is set; Keras's
+    `loss`; the others (the compiled metrics) on a batch with labels.
 
     Example:
 
     ```python
-    kerasdistill.logs.select(model.metrics, {model.alpha_tracker: False}, True)
+    kerasdistill.logs.select({"loss": 1.0, "alpha": 0.5}, {"alpha": False}, True)
+    # {"loss": 1.0}
     ```
     """
-    chosen = {id(tracker) for tracker, flag in own.items() if flag}
-    owned = {id(tracker) for tracker in own}
-    return [
-        metric
-        for metric in metrics
-        if id(metric) in chosen
-        or (id(metric) not in owned and (labeled or metric.name == "loss"))
-    ]
+    return {
+        key: value
+        for key, value in results.items()
+        if (own[key] if key in own else labeled or key == "loss")
+    }
 
 
-def results(metrics, computed=None):
+def results(metrics):
     """The results of `metrics` as `Model.get_metrics_result` gives them,
     leaving out those never built (an unbuilt `CompileMetrics` has no
-    variables yet); taken from `computed` (a dict of results) where it
-    holds them.
+    variables yet).
 
     Example:
 
@@ -224,9 +258,6 @@ def results(metrics, computed=None):
     logs = {}
     for metric in metrics:
         if not metric.variables:
-            continue
-        if computed is not None and metric.name in computed:
-            logs[metric.name] = computed[metric.name]
             continue
         result = metric.result()
         logs.update(result if isinstance(result, dict) else {metric.name: result})

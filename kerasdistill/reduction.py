@@ -44,9 +44,11 @@ def weighted_mean(values, sample_weight=None):
     count = 1  # Python ints where the shape is known (a replica's batch may be empty)
     for size in ops.shape(values):
         count = count * size
-    return scale_for_replicas(
-        ops.divide_no_nan(ops.sum(values), ops.cast(count, "float32"))
-    )
+    if isinstance(count, int):  # a division by a number: one operation
+        mean = ops.sum(values) / count if count else ops.zeros((), "float32")
+    else:
+        mean = ops.divide_no_nan(ops.sum(values), ops.cast(count, "float32"))
+    return scale_for_replicas(mean)
 
 
 def scale_for_replicas(value):

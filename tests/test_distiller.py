@@ -685,9 +685,34 @@ def test_log_names_do_not_depend_on_the_losses_made_before():
         "feature_distillation_2",
         "feature_distillation_2_2",
     ]
-    assert [t.name for t in kd.logs.term_trackers(losses)] == [
-        f"{name}_loss" for name in kd.logs.loss_names(losses)
+    assert kd.logs.loss_means(losses).names == [
+        "student_loss",
+        "distillation_loss",
+        *[f"{name}_loss" for name in kd.logs.loss_names(losses)],
     ]
+
+
+def test_loss_means_are_the_weighted_means_of_each_loss():
+    means = kd.logs.LossMeans(["student_loss", "distillation_loss", "hint_loss"])
+    means.update_state(
+        {"student_loss": keras.ops.array(2.0), "distillation_loss": 1.0}, 4
+    )
+    means.update_state(
+        {"student_loss": 5.0, "distillation_loss": 3.0, "hint_loss": 0.5},
+        {"student_loss": keras.ops.array(2.0), "distillation_loss": 8},
+    )
+    result = {key: float(value) for key, value in means.result().items()}
+    assert result == pytest.approx(
+        {
+            "student_loss": (2.0 * 4 + 5.0 * 2) / 6,
+            "distillation_loss": (1.0 * 4 + 3.0 * 8) / 12,
+            "hint_loss": 0.0,  # no weight yet
+        }
+    )
+    means.reset_state()
+    assert float(means.result()["student_loss"]) == 0.0
+    restored = kd.logs.LossMeans.from_config(means.get_config())
+    assert restored.names == means.names and restored.name == means.name
 
 
 def test_a_transfer_set_has_one_objective_in_loss_and_val_loss(classification_data):

@@ -146,3 +146,24 @@ def test_epoch_logs_report_the_metrics_results_of_the_keys_a_step_logged():
     }
     # Keys the metrics do not have: the step's logs, as Keras reports them.
     assert model._get_metrics_result_or_logs({"custom": 2.0}) == {"custom": 2.0}
+
+
+def test_compiled_loss_is_compute_loss_without_the_regularization_losses():
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(
+        2, kernel_regularizer=keras.regularizers.L2(0.5), name="dense"
+    )(inputs)
+    model = keras.Model(inputs, outputs)
+    x = keras.ops.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    y = keras.ops.array([[0.0, 1.0], [1.0, 0.0]])
+    weights = keras.ops.array([1.0, 3.0])
+    assert _keras_internals.compiled_loss(model, y, model(x)) is None
+    model.compile(loss="mse")
+    y_pred = model(x)
+    loss = _keras_internals.compiled_loss(model, y, y_pred, weights)
+    squared = keras.ops.convert_to_numpy(keras.ops.mean((y_pred - y) ** 2, axis=-1))
+    assert float(loss) == pytest.approx(float((squared * [1.0, 3.0]).mean()), 1e-5)
+    kernel = keras.ops.convert_to_numpy(model.get_layer("dense").kernel)
+    regularization = 0.5 * float((kernel**2).sum())
+    total = model.compute_loss(x, y, y_pred, weights)
+    assert float(total) == pytest.approx(float(loss) + regularization, 1e-5)

@@ -152,9 +152,9 @@ class DeepSupervision(
         self._network = keras.Model(
             model.input, [outputs[0], head_outputs], name=f"{model.name}_with_heads"
         )
-        self.student_loss_tracker = logs.LossMean(name="student_loss")
-        self.head_loss_tracker = logs.LossMean(name="head_loss")
-        self.distillation_loss_tracker = logs.LossMean(name="distillation_loss")
+        self.loss_means = logs.LossMeans(
+            [logs.STUDENT_LOSS, "head_loss", logs.DISTILLATION_LOSS]
+        )
         self.built = True
 
     @property
@@ -245,28 +245,23 @@ class DeepSupervision(
         elif head_outputs is None:  # the plain final output: run the heads
             y_pred, head_outputs = self._network(x, training=training)
         regularization = reduction.regularization(self)
-        final_loss = self._label_loss(x, y, y_pred, sample_weight, regularization)
+        final_loss = self._label_loss(y, y_pred, sample_weight)
         head_loss = ops.zeros((), dtype="float32")
         distillation = ops.zeros((), dtype="float32")
         for head in head_outputs:
-            head_loss = head_loss + self._label_loss(
-                x, y, head, sample_weight, regularization
-            )
+            head_loss = head_loss + self._label_loss(y, head, sample_weight)
             distillation = distillation + base.loss_value(
                 self.distillation_loss, y_pred, head, y, sample_weight, training
             )
         alpha = self._student_loss_weight
         total = final_loss + alpha * head_loss + (1.0 - alpha) * distillation
-        batch = reduction.batch_size(x)
-        for tracker, value in [
-            (self.student_loss_tracker, final_loss),
-            (self.head_loss_tracker, head_loss),
-            (self.distillation_loss_tracker, distillation),
-        ]:
-            logs.track(tracker, value, batch)
+        self.loss_means.update_state(
+            dict(zip(self.loss_means.names, [final_loss, head_loss, distillation])),
+            reduction.batch_size(x),
+        )
         return total + regularization
 
-    def _label_loss(self, x, y, y_pred, sample_weight, regularization):
+    def _label_loss(self, y, y_pred, sample_weight):
         """The compiled loss on the labels, without the regularization
         losses (which Keras's `compute_loss` adds)."""
         if self.loss is None:
@@ -277,7 +272,7 @@ class DeepSupervision(
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)"
                 ' or loss="mse".'
             )
-        loss, _ = labels.label_loss(self, y, y_pred, sample_weight, regularization)
+        loss, _ = labels.label_loss(self, y, y_pred, sample_weight)
         return loss
 
     def get_config(self):

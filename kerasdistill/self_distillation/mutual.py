@@ -114,9 +114,7 @@ class MutualLearning(
         self._student_loss_weight = variables.non_trainable(
             "student_loss_weight", student_loss_weight
         )
-        self.model_loss_trackers = [
-            logs.LossMean(name=f"{name}_loss") for name in names
-        ]
+        self.loss_means = logs.LossMeans([f"{name}_loss" for name in names])
         if all(model.built for model in models):
             self.built = True
 
@@ -209,10 +207,10 @@ class MutualLearning(
         alpha = self._student_loss_weight
         batch = reduction.batch_size(x)
         regularization = reduction.regularization(self)
-        total = ops.zeros((), dtype="float32")
-        for model, tracker in zip(self.models, self.model_loss_trackers):
+        losses = []
+        for model in self.models:
             output = y_pred[model.name]
-            supervised = self._label_loss(x, y, output, sample_weight, regularization)
+            supervised = self._label_loss(y, output, sample_weight)
             peers = [
                 base.loss_value(
                     self.distillation_loss,
@@ -226,15 +224,14 @@ class MutualLearning(
                 if peer is not model
             ]
             mutual = ops.mean(ops.stack(peers))
-            loss = alpha * supervised + (1.0 - alpha) * mutual
-            logs.track(tracker, loss, batch)
-            total = total + loss
-        return total + regularization
+            losses.append(alpha * supervised + (1.0 - alpha) * mutual)
+        self.loss_means.update_state(dict(zip(self.loss_means.names, losses)), batch)
+        return sum(losses[1:], losses[0]) + regularization
 
-    def _label_loss(self, x, y, output, sample_weight, regularization):
+    def _label_loss(self, y, output, sample_weight):
         """The compiled loss of one model's output, without the
         regularization losses (which Keras's `compute_loss` adds)."""
-        loss, _ = labels.label_loss(self, y, output, sample_weight, regularization)
+        loss, _ = labels.label_loss(self, y, output, sample_weight)
         return loss
 
     def get_config(self):

@@ -13,7 +13,6 @@ from keras import ops
 from kerasdistill import checks
 from kerasdistill import distiller as distiller_module
 from kerasdistill import distribute
-from kerasdistill import logs as logs_module
 from kerasdistill import model_configs
 from kerasdistill import variables
 from kerasdistill.self_distillation import loss_choice
@@ -323,10 +322,10 @@ class SelfDistiller(distiller_module.Distiller):
             return
         chosen.prepare(self.teacher, self.student)
         # The loss-dependent state the Distiller's constructor creates for
-        # each loss (its weight variable exists already): the loss and, for
-        # a temperature, the metric that logs it.
+        # each loss (its weight variable exists already, and one loss logs
+        # no term of its own): the loss and, for a temperature, the metric
+        # that logs it.
         self.distillation_losses = [chosen]
-        self.term_trackers = logs_module.term_trackers(self.distillation_losses)
         self._set_temperature_trackers()
 
     def fit(

@@ -304,12 +304,13 @@ class CausalLMDistiller(distiller_module.Distiller):
             )
         return total
 
-    def _step_metrics(self, training, labeled):
+    def _step_logs(self, training, labeled):
         """The `Distiller`'s, and in training `on_policy`: the share of
         on-policy steps."""
-        chosen = super()._step_metrics(training, labeled)
-        chosen = [m for m in chosen if m is not self.on_policy_tracker]
-        return chosen + ([self.on_policy_tracker] if training else [])
+        return {
+            **super()._step_logs(training, labeled),
+            self.on_policy_tracker.name: training,
+        }
 
     def _labels(self, y, sample_weight, step):
         """The labels as the step's view has them: on an on-policy step no
@@ -335,14 +336,12 @@ class CausalLMDistiller(distiller_module.Distiller):
             has_label = labeled if has_label is None else has_label * labeled
         return y, has_label, sample_weight
 
-    def _step_losses(
-        self, step, y, has_label, sample_weight, regularization, cached, training
-    ):
+    def _step_losses(self, step, y, has_label, sample_weight, cached, training):
         """The `Distiller`'s losses, or with `chunk_size` on a training
         step, all of them from the hidden states over chunks of positions."""
         if self.chunk_size is None or step.mixing is None:
             return super()._step_losses(
-                step, y, has_label, sample_weight, regularization, cached, training
+                step, y, has_label, sample_weight, cached, training
             )
         teacher_hidden = ops.stop_gradient(
             self.teacher.backbone(step.view, training=False)
